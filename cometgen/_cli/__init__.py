@@ -1,0 +1,48 @@
+"""Command-line entry point: ``cometgen COMMAND ...``.
+
+Each command lives in its own module exposing ``add_parser(subparsers)``, which registers
+the sub-command and sets ``func`` (``(argparse.Namespace) -> int``) as a parser default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cometgen",
+        description="Bulk image generation with Gemini image models through CometAPI.",
+    )
+    parser.add_argument("--version", action="version", version=f"cometgen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from . import _mock_server_cmd
+
+    _mock_server_cmd.add_parser(sub)
+    try:  # commands that land in later work register themselves the same way
+        from . import _run_cmd
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        _run_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    code: int = func(args)
+    return code
+
+
+def console_main() -> None:  # pragma: no cover - thin wrapper for the console script
+    sys.exit(main())
