@@ -1,0 +1,370 @@
+"""msgspec models of Gemini ``generateContent`` requests and responses, and their codecs.
+
+Only the fields cometgen uses are modelled; unknown fields are ignored when decoding. Field names
+are snake_case in Python and lowerCamelCase on the wire (the proto3 JSON names). Enum-like fields
+are plain ``str`` so new values from the API never break decoding.
+
+Error bodies are parsed in ``_wire_errors`` and re-exported here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from msgspec import Struct
+
+from ._base64 import b64decode_tolerant
+from ._exceptions import DecodeError
+from ._wire_errors import ErrorInfo, parse_duration, parse_error_body
+
+__all__ = [
+    "Candidate",
+    "Content",
+    "ErrorInfo",
+    "FileData",
+    "GenerateContentRequest",
+    "GenerateContentResponse",
+    "GenerationConfig",
+    "GoogleSearch",
+    "ImageConfig",
+    "InlineData",
+    "ModalityTokenCount",
+    "Part",
+    "PromptFeedback",
+    "SafetyRating",
+    "SafetySetting",
+    "ThinkingConfig",
+    "Tool",
+    "UsageMetadata",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "parse_duration",
+    "parse_error_body",
+]
+
+
+class _Wire(Struct, rename="camel", omit_defaults=True):
+    """Base of every wire model."""
+
+
+# --- parts and contents -----------------------------------------------------------------------
+
+
+class InlineData(_Wire):
+    """Bytes sent inline; ``data`` holds the decoded bytes (base64 on the wire)."""
+
+    mime_type: str = ""
+    data: bytes = b""
+
+
+class FileData(_Wire):
+    """A reference to a file by URI (Files API, GCS or HTTPS)."""
+
+    mime_type: str | None = None
+    file_uri: str = ""
+
+
+class Part(_Wire):
+    """One part of a turn: text, inline bytes or a file reference, maybe a thought."""
+
+    text: str | None = None
+    inline_data: InlineData | None = None
+    file_data: FileData | None = None
+    thought: bool | None = None
+    # Kept as the base64 text: it is only echoed back in multi-turn history and can be ~3 MB.
+    thought_signature: str | None = None
+
+    def decoded_thought_signature(self) -> bytes | None:
+        """The thought signature as bytes, or ``None``; raises ``ValueError`` if not base64."""
+        if self.thought_signature is None:
+            return None
+        return b64decode_tolerant(self.thought_signature)
+
+
+class Content(_Wire):
+    """A turn: ``role`` is ``"user"`` or ``"model"``. Real responses may carry no parts."""
+
+    role: str | None = None
+    parts: list[Part] = []
+
+
+# --- request ----------------------------------------------------------------------------------
+
+
+class ImageConfig(_Wire):
+    aspect_ratio: str | None = None
+    image_size: str | None = None
+
+
+class ThinkingConfig(_Wire):
+    thinking_level: str | None = None
+    include_thoughts: bool | None = None
+    thinking_budget: int | None = None
+
+
+class GenerationConfig(_Wire):
+    response_modalities: list[str] | None = None
+    image_config: ImageConfig | None = None
+    thinking_config: ThinkingConfig | None = None
+    candidate_count: int | None = None
+    seed: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_output_tokens: int | None = None
+
+
+class SafetySetting(_Wire):
+    category: str = ""
+    threshold: str = ""
+
+
+class GoogleSearch(_Wire):
+    """Search grounding; ``search_types`` is e.g. ``{"webSearch": {}, "imageSearch": {}}``."""
+
+    search_types: dict[str, Any] | None = None
+
+
+class Tool(_Wire):
+    google_search: GoogleSearch | None = None
+
+
+class GenerateContentRequest(_Wire):
+    contents: list[Content] = []
+    system_instruction: Content | None = None
+    generation_config: GenerationConfig | None = None
+    safety_settings: list[SafetySetting] | None = None
+    tools: list[Tool] | None = None
+
+
+# --- response ---------------------------------------------------------------------------------
+
+
+class SafetyRating(_Wire):
+    category: str | None = None
+    probability: str | None = None
+    blocked: bool | None = None
+
+
+class Candidate(_Wire):
+    content: Content | None = None
+    finish_reason: str | None = None
+    finish_message: str | None = None
+    index: int | None = None
+    safety_ratings: list[SafetyRating] | None = None
+    # Kept raw: cometgen only passes grounding data through to the caller.
+    grounding_metadata: dict[str, Any] | None = None
+
+
+class PromptFeedback(_Wire):
+    block_reason: str | None = None
+    block_reason_message: str | None = None
+    safety_ratings: list[SafetyRating] | None = None
+
+
+class ModalityTokenCount(_Wire):
+    modality: str = ""
+    token_count: int = 0
+
+
+class UsageMetadata(_Wire):
+    prompt_token_count: int = 0
+    candidates_token_count: int = 0
+    total_token_count: int = 0
+    thoughts_token_count: int = 0
+    cached_content_token_count: int = 0
+    tool_use_prompt_token_count: int = 0
+    prompt_tokens_details: list[ModalityTokenCount] = []
+    candidates_tokens_details: list[ModalityTokenCount] = []
+
+    def image_tokens(self) -> int:
+        """Output tokens billed for images (``candidatesTokensDetails`` with modality IMAGE)."""
+        return sum(d.token_count for d in self.candidates_tokens_details if d.modality == "IMAGE")
+
+
+class GenerateContentResponse(_Wire):
+    candidates: list[Candidate] = []
+    prompt_feedback: PromptFeedback | None = None
+    usage_metadata: UsageMetadata | None = None
+    model_version: str | None = None
+    response_id: str | None = None
+
+    def _final_parts(self) -> list[Part]:
+        if not self.candidates:
+            return []
+        content = self.candidates[0].content
+        if content is None:
+            return []
+        return [p for p in content.parts if not p.thought]
+
+    def image_parts(self) -> list[Part]:
+        """Final (non-thought) image parts of the first candidate, in order."""
+        return [
+            p
+            for p in self._final_parts()
+            if p.inline_data is not None and p.inline_data.mime_type.startswith("image/")
+        ]
+
+    def text(self) -> str | None:
+        """The non-thought text parts of the first candidate joined, or ``None`` if none."""
+        texts = [p.text for p in self._final_parts() if p.text is not None]
+        return "".join(texts) if texts else None
+
+
+# --- fallback models: inline data kept as text, for non-standard base64 ------------------------
+
+
+class _InlineDataText(_Wire):
+    mime_type: str = ""
+    data: str = ""
+
+
+class _PartText(_Wire):
+    text: str | None = None
+    inline_data: _InlineDataText | None = None
+    file_data: FileData | None = None
+    thought: bool | None = None
+    thought_signature: str | None = None
+
+
+class _ContentText(_Wire):
+    role: str | None = None
+    parts: list[_PartText] = []
+
+
+class _CandidateText(_Wire):
+    content: _ContentText | None = None
+    finish_reason: str | None = None
+    finish_message: str | None = None
+    index: int | None = None
+    safety_ratings: list[SafetyRating] | None = None
+    grounding_metadata: dict[str, Any] | None = None
+
+
+class _GenerateContentResponseText(_Wire):
+    candidates: list[_CandidateText] = []
+    prompt_feedback: PromptFeedback | None = None
+    usage_metadata: UsageMetadata | None = None
+    model_version: str | None = None
+    response_id: str | None = None
+
+
+_ENCODER = msgspec.json.Encoder()
+_RESPONSE_DECODER = msgspec.json.Decoder(GenerateContentResponse)
+_RESPONSE_TEXT_DECODER = msgspec.json.Decoder(_GenerateContentResponseText)
+_ANY_DECODER = msgspec.json.Decoder()
+
+_T = TypeVar("_T", bound=Struct)
+
+
+def _copy_as(cls: type[_T], src: Struct, **overrides: Any) -> _T:
+    """Build ``cls`` from the same-named fields of ``src`` (a fallback twin), plus overrides."""
+    values = {name: getattr(src, name) for name in cls.__struct_fields__}
+    values.update(overrides)
+    return cls(**values)
+
+
+def _content_from_text(content: _ContentText, path: str) -> Content:
+    parts: list[Part] = []
+    for i, part in enumerate(content.parts):
+        inline = None
+        if part.inline_data is not None:
+            try:
+                data = b64decode_tolerant(part.inline_data.data)
+            except ValueError as exc:
+                raise DecodeError(f"{exc} - at `{path}.parts[{i}].inlineData.data`") from None
+            inline = InlineData(mime_type=part.inline_data.mime_type, data=data)
+        parts.append(_copy_as(Part, part, inline_data=inline))
+    return Content(role=content.role, parts=parts)
+
+
+def _response_from_text(resp: _GenerateContentResponseText) -> GenerateContentResponse:
+    candidates = [
+        _copy_as(
+            Candidate,
+            cand,
+            content=None
+            if cand.content is None
+            else _content_from_text(cand.content, f"$.candidates[{i}].content"),
+        )
+        for i, cand in enumerate(resp.candidates)
+    ]
+    return _copy_as(GenerateContentResponse, resp, candidates=candidates)
+
+
+def _is_base64_error(exc: msgspec.ValidationError) -> bool:
+    return "base64" in str(exc)
+
+
+def decode_response(body: bytes | memoryview) -> GenerateContentResponse:
+    """Decode a ``generateContent`` response body; raise ``DecodeError`` if it is not one.
+
+    Inline image data is decoded to bytes in the same pass. Non-standard base64 (URL-safe or
+    unpadded) is accepted through a slower fallback.
+    """
+    try:
+        return _RESPONSE_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        if not _is_base64_error(exc):
+            raise DecodeError(f"Unexpected generateContent response: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"Response body is not valid JSON: {exc}") from exc
+    try:
+        text_resp = _RESPONSE_TEXT_DECODER.decode(body)
+    except msgspec.MsgspecError as exc:  # another error after the base64 one
+        raise DecodeError(f"Unexpected generateContent response: {exc}") from exc
+    return _response_from_text(text_resp)
+
+
+def encode_request(request: GenerateContentRequest) -> bytes:
+    """Encode a request as compact JSON (camelCase keys, defaults omitted, standard base64)."""
+    return _ENCODER.encode(request)
+
+
+# --- request decoding (mock server, tests): accepts everything a protobuf JSON parser does ------
+
+
+def _camel(key: str) -> str:
+    if "_" not in key:
+        return key
+    head, *rest = key.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def _normalize(node: Any, path: str, parent_key: str = "") -> Any:
+    """Camel-case every key and pre-decode ``inlineData.data`` (any base64 flavour) to bytes."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            name = _camel(key)
+            if parent_key == "inlineData" and name == "data" and isinstance(value, str):
+                try:
+                    out[name] = b64decode_tolerant(value)
+                except ValueError as exc:
+                    raise DecodeError(
+                        f"Invalid generateContent request: {exc} - at `{path}.{name}`"
+                    ) from None
+            else:
+                out[name] = _normalize(value, f"{path}.{name}", name)
+        return out
+    if isinstance(node, list):
+        return [_normalize(item, f"{path}[{i}]", parent_key) for i, item in enumerate(node)]
+    return node
+
+
+def decode_request(body: bytes | memoryview) -> GenerateContentRequest:
+    """Decode a ``generateContent`` request body; raise ``DecodeError`` if it is not one.
+
+    Like Google's parser, accepts snake_case as well as camelCase field names and standard or
+    URL-safe base64 with or without padding (the official SDK sends ``mime_type`` and URL-safe).
+    """
+    try:
+        raw = _ANY_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"Request body is not valid JSON: {exc}") from exc
+    try:
+        return msgspec.convert(_normalize(raw, "$"), GenerateContentRequest)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"Invalid generateContent request: {exc}") from exc
