@@ -1,0 +1,380 @@
+"""``AsyncClient``: one pooled session, typed errors, retries that never pay twice, limits."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+
+from . import _wire as wire
+from ._chat import AsyncChat
+from ._config import (
+    DEFAULT_API_VERSION,
+    DEFAULT_MAX_CONNECTIONS,
+    AuthStyle,
+    Limits,
+    OnNoImage,
+    Secret,
+    Timeouts,
+    coerce_timeouts,
+    resolve_api_key,
+    resolve_base_url,
+)
+from ._exceptions import (
+    APIStatusError,
+    CometgenError,
+    ConfigError,
+    RateLimitError,
+    ReadTimeout,
+    status_error_class,
+)
+from ._limits import RateLimiter
+from ._models import DEFAULT_MODEL, normalize_model
+from ._request import ImageInput, build_request, image_part
+from ._result import GenerateResult, no_image_error
+from ._retry import RetryPolicy, RetryState, parse_retry_after
+from ._transport import AiohttpTransport, RawResponse
+from ._version import __version__
+
+__all__ = ["AsyncClient"]
+
+logger = logging.getLogger("cometgen")
+
+_REQUEST_ID_RE = re.compile(r"request id: ([\w-]+)")
+_UNSET: Any = object()
+
+
+class _Shared:
+    """State shared by a client and its ``with_options`` copies: one connection pool."""
+
+    def __init__(self, transport: AiohttpTransport) -> None:
+        self.transport = transport
+        self.state: Literal["unopened", "opened", "closed"] = "unopened"
+
+
+class AsyncClient:
+    """Async client for Gemini image models behind CometAPI (or Google, or the mock).
+
+    Use as ``async with cometgen.AsyncClient() as client:``; share one client per process.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        model: str = DEFAULT_MODEL,
+        auth: AuthStyle = "bearer",
+        api_version: str = DEFAULT_API_VERSION,
+        timeout: Timeouts | float | None = None,
+        retry: RetryPolicy | None = None,
+        limits: Limits | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        on_no_image: OnNoImage = "raise",
+        headers: Mapping[str, str] | None = None,
+        _clock: Callable[[], float] = time.monotonic,
+        _sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        if auth not in ("bearer", "x-goog-api-key"):
+            raise ConfigError(f"auth must be 'bearer' or 'x-goog-api-key', got {auth!r}")
+        if on_no_image not in ("raise", "return"):
+            raise ConfigError(f"on_no_image must be 'raise' or 'return', got {on_no_image!r}")
+        if max_connections < 1:
+            raise ConfigError(f"max_connections must be >= 1, got {max_connections!r}")
+        self._key: Secret = resolve_api_key(api_key)
+        self.base_url = resolve_base_url(base_url)
+        self.model = normalize_model(model)
+        self.auth: AuthStyle = auth
+        self.api_version = api_version
+        self.timeouts = coerce_timeouts(timeout)
+        self.retry = retry or RetryPolicy()
+        self.limits = limits or Limits()
+        self.on_no_image: OnNoImage = on_no_image
+        self._extra_headers = dict(headers or {})
+        self._clock = _clock
+        self._sleep = _sleep
+        transport = AiohttpTransport(
+            max_connections=max(max_connections, self.limits.concurrency),
+            connect_timeout=self.timeouts.connect,
+            pool_timeout=self.timeouts.pool,
+            total_timeout=self.timeouts.total,
+        )
+        self._limiter = self._make_limiter(self.limits)
+        self._shared = _Shared(transport)
+        self._headers = self._build_headers()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        if self._shared.state == "closed":
+            raise RuntimeError("this AsyncClient is closed; create a new one")
+        self._shared.state = "opened"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (shielded from cancellation)."""
+        self._shared.state = "closed"
+        await self._shared.transport.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(base_url={self.base_url!r}, model={self.model!r}, api_key='***')"
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def with_options(
+        self,
+        *,
+        model: str | None = None,
+        timeout: Timeouts | float | None = None,
+        retry: RetryPolicy | None = None,
+        limits: Limits | None = None,
+        on_no_image: OnNoImage | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncClient:
+        """A copy with some options changed, sharing this client's connection pool.
+
+        The copy shares the rate limiter too, unless ``limits`` gives it its own.
+
+        Timeouts given here bound each attempt as a cancel scope; the pool's own connect
+        timeout stays the parent's.
+        """
+        clone = object.__new__(AsyncClient)
+        clone.__dict__.update(self.__dict__)
+        if model is not None:
+            clone.model = normalize_model(model)
+        if timeout is not None:
+            clone.timeouts = coerce_timeouts(timeout)
+        if retry is not None:
+            clone.retry = retry
+        if limits is not None:
+            clone.limits = limits
+            clone._limiter = clone._make_limiter(limits)
+        if on_no_image is not None:
+            if on_no_image not in ("raise", "return"):
+                raise ConfigError(f"on_no_image must be 'raise' or 'return', got {on_no_image!r}")
+            clone.on_no_image = on_no_image
+        if headers is not None:
+            clone._extra_headers = {**self._extra_headers, **headers}
+            clone._headers = clone._build_headers()
+        return clone
+
+    def _make_limiter(self, limits: Limits) -> RateLimiter:
+        return RateLimiter(
+            concurrency=limits.concurrency,
+            rpm=limits.rpm,
+            ipm=limits.ipm,
+            adaptive=limits.adaptive,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The rate limiter (its ``window`` shows the adaptive concurrency)."""
+        return self._limiter
+
+    @property
+    def transport(self) -> AiohttpTransport:
+        return self._shared.transport
+
+    def _build_headers(self) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"cometgen/{__version__}",
+        }
+        key = self._key.reveal()
+        if self.auth == "bearer":
+            headers["Authorization"] = f"Bearer {key}"
+        else:
+            headers["x-goog-api-key"] = key
+        headers.update(self._extra_headers)
+        return headers
+
+    def _url(self, model: str) -> str:
+        return f"{self.base_url}/{self.api_version}/models/{normalize_model(model)}:generateContent"
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        image_size: str | None = None,
+        images: Sequence[ImageInput] = (),
+        seed: int | None = None,
+        temperature: float | None = None,
+        include_text: bool = True,
+        system_instruction: str | None = None,
+        thinking_level: str | None = None,
+        google_search: bool = False,
+        timeout: float | None = None,
+        on_no_image: OnNoImage | None = None,
+    ) -> GenerateResult:
+        """Generate image(s) for one prompt, with optional reference images.
+
+        ``timeout`` is a deadline for the whole call, retries included. When no image comes
+        back, raises ``PromptBlockedError``/``ImageSafetyError``/``NoImageError``, or returns
+        the result (``result.ok`` False) with ``on_no_image="return"``.
+        """
+        parts = [wire.Part(text=prompt)]
+        for ref in images:
+            parts.append(await image_part(ref))
+        request = build_request(
+            [wire.Content(role="user", parts=parts)],
+            aspect_ratio=aspect_ratio,
+            image_size=image_size,
+            seed=seed,
+            temperature=temperature,
+            include_text=include_text,
+            system_instruction=system_instruction,
+            thinking_level=thinking_level,
+            google_search=google_search,
+        )
+        return await self.generate_from_request(
+            request, model=model, timeout=timeout, on_no_image=on_no_image
+        )
+
+    async def generate_from_request(
+        self,
+        request: wire.GenerateContentRequest,
+        *,
+        model: str | None = None,
+        timeout: float | None = None,
+        on_no_image: OnNoImage | None = None,
+        images: int = 1,
+    ) -> GenerateResult:
+        """Send a prepared wire request and interpret the answer as an image result."""
+        use_model = normalize_model(model or self.model)
+        started = self._clock()
+        response, attempts, maybe_billed = await self._send_with_retries(
+            use_model, wire.encode_request(request), timeout=timeout, images=images
+        )
+        result = GenerateResult.from_response(
+            response,
+            model=use_model,
+            attempts=attempts,
+            maybe_billed=maybe_billed,
+            latency=self._clock() - started,
+        )
+        if not result.images and (on_no_image or self.on_no_image) == "raise":
+            raise no_image_error(result)
+        return result
+
+    async def generate_content(
+        self,
+        model: str,
+        request: wire.GenerateContentRequest,
+        *,
+        timeout: float | None = None,
+    ) -> wire.GenerateContentResponse:
+        """The raw call: a wire request in, the decoded wire response out (retries apply)."""
+        response, _, _ = await self._send_with_retries(
+            normalize_model(model), wire.encode_request(request), timeout=timeout, images=1
+        )
+        return response
+
+    def chat(
+        self,
+        *,
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        image_size: str | None = None,
+        include_text: bool = True,
+    ) -> AsyncChat:
+        """A multi-turn editing session that sends the whole history back each turn."""
+        return AsyncChat(
+            self,
+            model=normalize_model(model or self.model),
+            aspect_ratio=aspect_ratio,
+            image_size=image_size,
+            include_text=include_text,
+        )
+
+    async def _send_with_retries(
+        self, model: str, body: bytes, *, timeout: float | None, images: int
+    ) -> tuple[wire.GenerateContentResponse, int, bool]:
+        state = RetryState()
+        url = self._url(model)
+        try:
+            with anyio.fail_after(timeout):
+                while True:
+                    try:
+                        response = await self._attempt(url, body, images)
+                    except CometgenError as exc:
+                        decision = state.failed(exc, self.retry)
+                        if not decision.retry:
+                            state.annotate(exc)
+                            raise
+                        logger.info(
+                            "attempt %d for %s failed (%s); retrying in %.2fs",
+                            state.attempts, model, decision.reason, decision.delay,
+                        )
+                        await self._sleep(decision.delay)
+                        continue
+                    state.succeeded()
+                    return response, state.attempts, state.maybe_billed
+        except TimeoutError:
+            # The deadline may have cut an attempt that was already sent.
+            attempts = state.attempts + 1
+            err = ReadTimeout(f"call deadline of {timeout}s exceeded after {attempts} attempt(s)")
+            err.attempts = attempts
+            err.maybe_billed = True
+            raise err from None
+
+    async def _attempt(self, url: str, body: bytes, images: int) -> wire.GenerateContentResponse:
+        async with self._limiter.slot(images=images) as slot:
+            raw = await self._shared.transport.post(
+                url, self._headers, body, timeout=self.timeouts.total
+            )
+            if raw.status != 200:
+                error = _status_error(raw)
+                if isinstance(error, RateLimitError):
+                    slot.rate_limited(
+                        error.retry_delay if error.retry_delay is not None else error.retry_after
+                    )
+                raise error
+            try:
+                response = wire.decode_response(raw.body)
+            finally:
+                raw = None  # type: ignore[assignment]  # drop the body buffer early
+            slot.succeeded()
+            return response
+
+
+def _status_error(raw: RawResponse) -> APIStatusError:
+    info = wire.parse_error_body(raw.body, status_code=raw.status, reason_phrase=raw.reason)
+    request_id = (
+        raw.headers.get("x-request-id")
+        or raw.headers.get("x-goog-request-id")
+        or info.request_id
+    )
+    if request_id is None:
+        match = _REQUEST_ID_RE.search(info.message)
+        request_id = match.group(1) if match else None
+    cls = status_error_class(raw.status, quota_id=info.quota_id, reason=info.reason)
+    return cls(
+        info.message,
+        status_code=raw.status,
+        status=info.status,
+        request_id=request_id,
+        retry_delay=info.retry_delay,
+        retry_after=parse_retry_after(raw.headers.get("Retry-After")),
+        quota_id=info.quota_id,
+        reason=info.reason,
+        body=info.body,
+    )

@@ -1,0 +1,217 @@
+"""The HTTP transport: the only client module that imports aiohttp.
+
+It owns one ``ClientSession``/``TCPConnector``, sends one POST, reads the body once as bytes,
+and translates every aiohttp failure into the cometgen tree, once, here. The phase a failure
+happened in (pool wait, connect, after sending) decides whether the request may have reached
+the provider, which the retry policy needs to never pay twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import anyio
+
+from ._exceptions import (
+    ConnectError,
+    ConnectionDroppedError,
+    ConnectTimeout,
+    PoolTimeout,
+    ReadTimeout,
+    TransportError,
+)
+
+__all__ = ["AiohttpTransport", "RawResponse"]
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _Phase:
+    """Where one request is; updated by aiohttp trace callbacks."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self) -> None:
+        self.stage = "pool"  # pool -> connect -> sent
+
+
+async def _on_queued_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+    ctx.trace_request_ctx.stage = "connect"
+
+
+async def _on_conn_ready(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+    # From here on the provider may receive (and bill) the request.
+    ctx.trace_request_ctx.stage = "sent"
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    tc = aiohttp.TraceConfig()
+    tc.on_connection_queued_end.append(_on_queued_end)
+    tc.on_connection_create_start.append(_on_queued_end)
+    tc.on_connection_create_end.append(_on_conn_ready)
+    tc.on_connection_reuseconn.append(_on_conn_ready)
+    return tc
+
+
+class AiohttpTransport:
+    """One pooled aiohttp session. Create inside a running event loop; close with ``aclose``."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        connect_timeout: float | None,
+        pool_timeout: float | None,
+        total_timeout: float | None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._pool_timeout = pool_timeout
+        self._total_timeout = total_timeout
+        self._ssl = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=self._max_connections,
+                ssl=self._ssl if self._ssl is not None else True,
+                enable_cleanup_closed=False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # Deadlines are ours (cancel scopes): aiohttp only bounds connecting.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._connect_timeout, connect=None
+                ),
+                trace_configs=[_trace_config()],
+                auto_decompress=True,
+                raise_for_status=False,
+                read_bufsize=2**18,
+            )
+        return self._session
+
+    @property
+    def acquired_connections(self) -> int:
+        """Connections currently checked out of the pool (0 when idle); for tests."""
+        session = self._session
+        if session is None or session.closed:
+            return 0
+        connector = session.connector
+        acquired = getattr(connector, "_acquired", ())
+        return len(acquired)
+
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout: float | None = -1.0
+    ) -> RawResponse:
+        """Send one POST and return the full response; raise a ``TransportError`` on failure.
+
+        ``timeout`` bounds the whole attempt (default: the transport's ``total_timeout``).
+        """
+        session = self._open()
+        phase = _Phase()
+        total = self._total_timeout if timeout is not None and timeout < 0 else timeout
+        try:
+            with anyio.fail_after(total):
+                if self._pool_timeout is not None:
+                    return await self._post_with_pool_deadline(session, url, headers, body, phase)
+                return await self._send(session, url, headers, body, phase)
+        except TimeoutError as exc:
+            raise _timeout_for(phase, total) from exc
+        except aiohttp.ClientError as exc:
+            raise _translate(exc, phase) from exc
+        except OSError as exc:  # e.g. a socket error outside aiohttp's wrappers
+            raise ConnectError(f"network error: {exc}") from exc
+
+    async def _post_with_pool_deadline(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        phase: _Phase,
+    ) -> RawResponse:
+        # Only the pool wait is bounded by pool_timeout; checked via the phase marker.
+        result: RawResponse | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def watchdog() -> None:
+                await anyio.sleep(self._pool_timeout or 0)
+                if phase.stage == "pool":
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(watchdog)
+            result = await self._send(session, url, headers, body, phase)
+            tg.cancel_scope.cancel()
+        if result is None:
+            raise PoolTimeout(f"no free connection within {self._pool_timeout}s")
+        return result
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        phase: _Phase,
+    ) -> RawResponse:
+        async with session.post(
+            url, data=body, headers=dict(headers), trace_request_ctx=phase, allow_redirects=False
+        ) as resp:
+            phase.stage = "sent"
+            data = await resp.read()
+            return RawResponse(
+                status=resp.status,
+                reason=resp.reason or "",
+                headers=resp.headers,
+                body=data,
+            )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+
+def _timeout_for(phase: _Phase, total: float | None) -> TransportError:
+    if phase.stage == "pool":
+        return PoolTimeout(f"no free connection within the {total}s attempt timeout")
+    if phase.stage == "connect":
+        return ConnectTimeout(f"connecting took longer than the {total}s attempt timeout")
+    return ReadTimeout(f"no complete response within the {total}s attempt timeout")
+
+
+def _translate(exc: aiohttp.ClientError, phase: _Phase) -> TransportError:
+    # Order matters: several aiohttp classes inherit from each other.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectTimeout(f"connect timeout: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectError(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error}")
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        return ReadTimeout(f"read timeout: {exc}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        if phase.stage != "sent":
+            return ConnectError(f"connection closed before the request was sent: {exc}")
+        return ConnectionDroppedError(f"connection closed before a complete response: {exc}")
+    if isinstance(exc, aiohttp.ClientOSError):
+        if phase.stage != "sent":
+            return ConnectError(f"network error before sending: {exc}")
+        return ConnectionDroppedError(f"network error after sending: {exc}")
+    if phase.stage != "sent":
+        return ConnectError(f"{type(exc).__name__}: {exc}")
+    return ConnectionDroppedError(f"{type(exc).__name__}: {exc}")
