@@ -1,5 +1,9 @@
 """cometgen: bulk, asyncio-first image generation with Gemini image models via CometAPI."""
 
+from ._batch import Batch
+from ._chat import AsyncChat
+from ._client import AsyncClient
+from ._config import Limits, Timeouts
 from ._exceptions import (
     APIStatusError,
     AuthenticationError,
@@ -25,38 +29,62 @@ from ._exceptions import (
     TimeoutException,
     TransportError,
 )
+from ._image import Image
+from ._job import Job
+from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
+from ._result import GenerateResult, Usage
+from ._retry import RetryPolicy
+from ._stats import BatchStats
+from ._sync import generate
 from ._version import __version__
 
 __all__ = [
     "APIStatusError",
+    "AsyncChat",
+    "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
+    "BatchStats",
+    "Blocked",
     "CometgenError",
     "ConfigError",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionDroppedError",
     "DecodeError",
+    "Done",
+    "Failed",
+    "GenerateResult",
     "GenerationError",
+    "Image",
     "ImageSafetyError",
     "InputError",
+    "Job",
+    "Limits",
+    "NoImage",
     "NoImageError",
     "NotFoundError",
+    "Outcome",
     "PermissionDeniedError",
     "PoolTimeout",
     "PromptBlockedError",
     "QuotaExhaustedError",
     "RateLimitError",
     "ReadTimeout",
+    "RetryPolicy",
     "ServerError",
     "TimeoutException",
+    "Timeouts",
     "TransportError",
+    "Usage",
     "__version__",
+    "generate",
 ]
 
 # Make public classes report their public module, as httpx does.
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith("cometgen._"):
+    if isinstance(_obj, type | type(generate)) and _obj.__module__.startswith("cometgen._"):
         _obj.__module__ = "cometgen"
 del _name, _obj

@@ -20,15 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cometgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import _mock_server_cmd
+    from ._mock_server_cmd import add_parser as add_mock_server
+    from ._run_cmd import add_parser as add_run
 
-    _mock_server_cmd.add_parser(sub)
-    try:  # commands that land in later work register themselves the same way
-        from . import _run_cmd
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        _run_cmd.add_parser(sub)
+    add_run(sub)
+    add_mock_server(sub)
     return parser
 
 

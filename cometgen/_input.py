@@ -1,0 +1,426 @@
+"""Lazy readers for bulk input: JSONL (or stdin), CSV and plain text, one Job per line.
+
+Each reader is a generator that holds one line at a time, so a million-line file yields its
+first job at once. Bad lines come out as ``InputError`` values (file, line, field) instead of
+stopping the run; problems with the file itself raise before iteration starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+import msgspec
+
+from ._exceptions import InputError
+from ._job import Job, check_options, spec_for, type_name
+from ._models import DEFAULT_MODEL
+
+__all__ = [
+    "INPUT_FIELDS",
+    "MAX_LINE_BYTES",
+    "count_input",
+    "iter_input",
+    "read_reference_image",
+    "sniff_image_type",
+]
+
+#: Longest input line accepted, in bytes; longer lines are skipped with an InputError.
+MAX_LINE_BYTES: Final = 1 << 20
+#: The keys a JSONL object (or the columns a CSV header) may have.
+INPUT_FIELDS: Final = (
+    "prompt", "id", "model", "aspect_ratio", "image_size", "images", "n", "seed", "metadata",
+)
+_FIELD_SET: Final = frozenset(INPUT_FIELDS)
+_FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "txt"}
+_BOM: Final = b"\xef\xbb\xbf"
+_decoder: Final = msgspec.json.Decoder()
+_TOO_LONG: Final = f"line is longer than {MAX_LINE_BYTES // (1 << 20)} MiB"
+
+
+def iter_input(
+    source: str | os.PathLike[str], *, default_model: str
+) -> Iterator[Job | InputError]:
+    """Open ``source`` and return a lazy iterator of Jobs and per-line InputErrors.
+
+    ``source`` is a ``.jsonl``/``.ndjson``, ``.csv`` or ``.txt`` file, or ``"-"`` for JSONL on
+    stdin. Raises InputError at once when the file cannot be used (missing, a directory,
+    unreadable, unknown extension, CSV without a ``prompt`` column). Relative reference image
+    paths are resolved against the input file's directory (the working directory for stdin).
+    """
+    if isinstance(source, str) and source == "-":
+        return _read_jsonl(sys.stdin.buffer, "<stdin>", os.getcwd(), default_model, close=False)
+    file = os.fspath(source)
+    path = Path(source)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(
+            f"unknown input format {path.suffix or '(no extension)'!r}: "
+            "expected .jsonl, .ndjson, .csv, .txt, or - for JSONL on stdin", file=file)
+    f = _open(path, file)
+    base = os.path.dirname(os.path.abspath(path))
+    if fmt == "jsonl":
+        return _read_jsonl(f, file, base, default_model)
+    if fmt == "txt":
+        return _read_txt(f, file, default_model)
+    try:
+        lines = _CsvLines(f)
+        reader = csv.reader(lines, strict=True)
+        columns = _read_csv_header(reader, lines, file)
+    except BaseException:
+        f.close()
+        raise
+    return _read_csv(f, reader, lines, columns, file, base, default_model)
+
+
+def count_input(
+    source: str | os.PathLike[str], *, default_model: str = DEFAULT_MODEL
+) -> tuple[int, int]:
+    """Stream through ``source`` and count (good, bad) lines, for dry runs."""
+    good = bad = 0
+    for entry in iter_input(source, default_model=default_model):
+        if isinstance(entry, Job):
+            good += 1
+        else:
+            bad += 1
+    return good, bad
+
+
+def _open(path: Path, file: str) -> IO[bytes]:
+    try:
+        if path.is_dir():
+            raise InputError("is a directory, not an input file", file=file)
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise InputError("no such file", file=file) from None
+    except PermissionError:
+        raise InputError("permission denied", file=file) from None
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", file=file) from None
+
+
+def _raw_lines(f: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) per physical line; None for a line over the size limit."""
+    lineno = 0
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        lineno += 1
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            # Skip the rest of the line in bounded chunks rather than holding it.
+            while (chunk := f.readline(1 << 16)) and not chunk.endswith(b"\n"):
+                pass
+            yield lineno, None
+        else:
+            yield lineno, raw
+
+
+# --- JSONL ---------------------------------------------------------------------------
+
+
+def _read_jsonl(
+    f: IO[bytes], file: str, base: str, default_model: str, *, close: bool = True
+) -> Iterator[Job | InputError]:
+    try:
+        for lineno, raw in _raw_lines(f):
+            if raw is None:
+                yield InputError(_TOO_LONG, file=file, line=lineno)
+                continue
+            stripped = raw.strip()
+            if not stripped or stripped.startswith(b"#"):
+                continue
+            try:
+                obj = _decoder.decode(stripped)
+            except UnicodeDecodeError:
+                yield InputError("line is not valid UTF-8", file=file, line=lineno)
+                continue
+            except RecursionError:
+                yield InputError("invalid JSON: nested too deeply", file=file, line=lineno)
+                continue
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                yield InputError(f"invalid JSON: {exc}", file=file, line=lineno)
+                continue
+            if not isinstance(obj, dict):
+                yield InputError(f"expected a JSON object, got {type_name(obj)}",
+                                 file=file, line=lineno)
+                continue
+            yield _make_job(obj, file, lineno, base, default_model)
+    finally:
+        if close:
+            f.close()
+
+
+# --- plain text ----------------------------------------------------------------------
+
+
+def _read_txt(f: IO[bytes], file: str, default_model: str) -> Iterator[Job | InputError]:
+    with f:
+        for lineno, raw in _raw_lines(f):
+            if raw is None:
+                yield InputError(_TOO_LONG, file=file, line=lineno)
+                continue
+            try:
+                prompt = raw.decode("utf-8").rstrip()
+            except UnicodeDecodeError:
+                yield InputError("line is not valid UTF-8", file=file, line=lineno)
+                continue
+            if not prompt.strip() or prompt.lstrip().startswith("#"):
+                continue
+            yield _make_job({"prompt": prompt}, file, lineno, "", default_model)
+
+
+# --- CSV -----------------------------------------------------------------------------
+
+
+class _CsvLines:
+    """Feeds decoded lines to ``csv.reader``, remembering which lines were unusable."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._lines = _raw_lines(f)
+        #: line number -> problem, for lines of the row being read.
+        self.problems: dict[int, str] = {}
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        lineno, raw = next(self._lines)
+        if raw is None:
+            self.problems[lineno] = _TOO_LONG
+            return "\n"
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.problems[lineno] = "line is not valid UTF-8"
+            return raw.decode("utf-8", "replace")
+
+
+def _read_csv_header(reader: Any, lines: _CsvLines, file: str) -> list[str]:
+    try:
+        return _parse_csv_header(reader, lines, file)
+    except csv.Error as exc:
+        raise InputError(f"header row: malformed CSV: {exc}", file=file,
+                         line=reader.line_num) from None
+
+
+def _parse_csv_header(reader: Any, lines: _CsvLines, file: str) -> list[str]:
+    for row in reader:
+        if lines.problems:
+            line, problem = next(iter(lines.problems.items()))
+            raise InputError(f"header row: {problem}", file=file, line=line)
+        if not any(cell.strip() for cell in row):
+            continue
+        columns = [cell.strip() for cell in row]
+        if "prompt" not in columns:
+            typo = difflib.get_close_matches("prompt", columns, n=1, cutoff=0.6)
+            hint = f" (is {typo[0]!r} a typo?)" if typo else ""
+            raise InputError(f"the header row has no 'prompt' column{hint}", file=file)
+        seen: set[str] = set()
+        for column in columns:
+            if column in seen:
+                raise InputError("duplicate column in the header row", file=file, field=column)
+            seen.add(column)
+            if column not in INPUT_FIELDS and not _is_metadata_column(column):
+                raise InputError(f"unknown column{_did_you_mean(column)}", file=file,
+                                 field=column)
+        if "metadata" in seen and any(_is_metadata_column(c) for c in columns):
+            raise InputError("use either a 'metadata' column or 'metadata.*' columns",
+                             file=file, field="metadata")
+        return columns
+    raise InputError("no header row (a CSV file needs one, with a 'prompt' column)", file=file)
+
+
+def _is_metadata_column(column: str) -> bool:
+    return column.startswith("metadata.") and len(column) > len("metadata.")
+
+
+def _read_csv(
+    f: IO[bytes], reader: Any, lines: _CsvLines, columns: list[str], file: str, base: str,
+    default_model: str,
+) -> Iterator[Job | InputError]:
+    with f:
+        end = reader.line_num
+        while True:
+            start = end + 1
+            try:
+                row: list[str] = next(reader)
+                error = None
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                row, error = [], f"malformed CSV: {exc}"
+            end = reader.line_num
+            if lines.problems:
+                error = next(iter(lines.problems.values()))
+                lines.problems.clear()
+            if error is not None:
+                yield InputError(error, file=file, line=start)
+                continue
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) > len(columns) and any(c.strip() for c in row[len(columns):]):
+                yield InputError(f"row has {len(row)} fields but the header has {len(columns)}",
+                                 file=file, line=start)
+                continue
+            yield _csv_job(dict(zip(columns, row, strict=False)), file, start, base,
+                           default_model)
+
+
+def _csv_job(
+    cells: dict[str, str], file: str, line: int, base: str, default_model: str
+) -> Job | InputError:
+    fields: dict[str, Any] = {}
+    metadata: dict[str, str] = {}
+    for column, cell in cells.items():
+        value = cell if column == "prompt" else cell.strip()
+        if not value.strip():
+            continue
+        if _is_metadata_column(column):
+            metadata[column.removeprefix("metadata.")] = value
+        elif column in ("n", "seed"):
+            try:
+                fields[column] = int(value)
+            except ValueError:
+                return InputError(f"expected an integer, got {value!r}", file=file, line=line,
+                                  field=column)
+        elif column == "images":
+            fields["images"] = [p.strip() for p in value.split(";") if p.strip()]
+        elif column == "metadata":
+            try:
+                fields["metadata"] = _decoder.decode(value.encode())
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+                return InputError(f"invalid JSON: {exc}", file=file, line=line, field=column)
+        else:
+            fields[column] = value
+    if metadata:
+        fields["metadata"] = metadata
+    if "prompt" not in fields and cells.get("prompt") is not None:
+        return InputError("must not be empty", file=file, line=line, field="prompt")
+    return _make_job(fields, file, line, base, default_model)
+
+
+# --- shared validation ---------------------------------------------------------------
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _make_job(
+    obj: dict[str, Any], file: str, line: int, base: str, default_model: str
+) -> Job | InputError:
+    """Build and check a Job from decoded fields; any problem becomes an InputError value."""
+    if unknown := obj.keys() - _FIELD_SET:
+        key = next(k for k in obj if k in unknown)  # the first, in line order
+        return InputError(f"unknown field{_did_you_mean(key)}", file=file, line=line, field=key)
+    if "prompt" not in obj:
+        return InputError("is required", file=file, line=line, field="prompt")
+    fields = {k: v for k, v in obj.items() if v is not None or k == "prompt"}
+    job_id = fields.get("id")
+    if type(job_id) is int:
+        fields["id"] = str(job_id)
+    images: list[str] = []
+    if "images" in fields:
+        raw_images = fields["images"]
+        if not isinstance(raw_images, list):
+            return InputError(f"expected an array of file paths, got {type_name(raw_images)}",
+                              file=file, line=line, field="images")
+        for i, image in enumerate(raw_images):
+            if not isinstance(image, str) or not image.strip():
+                what = type_name(image) if not isinstance(image, str) else "an empty string"
+                return InputError(f"expected a file path, got {what}", file=file, line=line,
+                                  field=f"images[{i}]")
+            images.append(os.path.abspath(os.path.join(base, os.path.expanduser(image))))
+        fields["images"] = tuple(images)
+    try:
+        job = Job(**fields, line=line)
+    except InputError as exc:
+        return InputError(exc.reason, file=file, line=line, field=exc.field)
+    model = job.model or default_model
+    problem = check_options(model, job.aspect_ratio, job.image_size)
+    if problem is not None:
+        return InputError(problem[1], file=file, line=line, field=problem[0])
+    if images:
+        spec = spec_for(model)
+        if spec is not None and len(images) > spec.max_reference_images:
+            return InputError(f"{len(images)} reference images, but {model} takes at most "
+                              f"{spec.max_reference_images}", file=file, line=line,
+                              field="images")
+        for i, image in enumerate(images):
+            if (why := _check_image_file(image)) is not None:
+                return InputError(why, file=file, line=line, field=f"images[{i}]")
+    return job
+
+
+def _check_image_file(path: str) -> str | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"no such file: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file: {path}"
+    return _sniff_file(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sniff_file(path: str, mtime_ns: int, size: int) -> str | None:
+    # Cached on (path, mtime, size): many jobs share the same reference image.
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if sniff_image_type(head) is None:
+        return f"not a PNG, JPEG, WEBP, HEIC or HEIF image: {path}"
+    return None
+
+
+_HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
+                                 b"hevm", b"hevs"})
+_HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1", b"heif"})
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The MIME type of image bytes from their magic number, if the API accepts it."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[4:8] == b"ftyp" and len(data) >= 12:
+        box = min(int.from_bytes(data[:4], "big"), len(data))
+        brands = {data[8:12]} | {data[i:i + 4] for i in range(16, box - 3, 4)}
+        if data[8:12] in (b"avif", b"avis"):
+            return None
+        if brands & _HEIC_BRANDS:
+            return "image/heic"
+        if brands & _HEIF_BRANDS:
+            return "image/heif"
+    return None
+
+
+def read_reference_image(path: str | os.PathLike[str]) -> tuple[bytes, str]:
+    """Read a reference image: its bytes and MIME type (sniffed, not guessed from the name)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except IsADirectoryError:
+        raise InputError("not a regular file", file=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read reference image: {exc.strerror or exc}",
+                         file=str(path)) from None
+    mime = sniff_image_type(data[:64])
+    if mime is None:
+        raise InputError("not a PNG, JPEG, WEBP, HEIC or HEIF image", file=str(path))
+    return data, mime

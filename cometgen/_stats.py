@@ -1,0 +1,108 @@
+"""Live counters of a batch run, read by the progress display and the summary."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+@dataclass
+class BatchStats:
+    """Counters of one run. Mutated only by the batch, on the event loop."""
+
+    started: float = field(default_factory=time.monotonic)
+    #: Items this run will try (after resume skips), when known.
+    planned: int | None = None
+    done: int = 0
+    blocked: int = 0
+    no_image: int = 0
+    failed: int = 0
+    #: Items skipped because an earlier run finished them.
+    skipped: int = 0
+    #: Items outside this run's ``--shard``.
+    other_shard: int = 0
+    duplicates: int = 0
+    in_flight: int = 0
+    images: int = 0
+    retries: int = 0
+    maybe_billed: int = 0
+    cost: float = 0.0
+    #: Cost of the items not yet sent, projected from the price table.
+    stop_reason: str | None = None
+    _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+    _image_times: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.blocked + self.no_image + self.failed
+
+    def record(self, status: str, *, attempts: int, maybe_billed: bool,
+               latency: float | None, cost: float | None, images: int) -> None:
+        setattr(self, status, getattr(self, status) + 1)
+        self.retries += max(0, attempts - 1)
+        if maybe_billed:
+            self.maybe_billed += 1
+        if latency is not None:
+            self._latencies.append(latency)
+        if cost:
+            self.cost += cost
+        if images:
+            now = time.monotonic()
+            self.images += images
+            for _ in range(images):
+                self._image_times.append(now)
+
+    def latency_percentiles(self) -> tuple[float | None, float | None]:
+        values = sorted(self._latencies)
+        return _percentile(values, 0.50), _percentile(values, 0.95)
+
+    def images_per_minute(self) -> float:
+        now = time.monotonic()
+        window = 60.0
+        recent = [t for t in self._image_times if now - t <= window]
+        span = min(window, now - self.started)
+        return len(recent) * 60.0 / span if span > 0 else 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def eta(self) -> float | None:
+        if self.planned is None or self.finished == 0:
+            return None
+        remaining = max(0, self.planned - self.finished)
+        rate = self.finished / max(self.elapsed(), 1e-9)
+        return remaining / rate if rate > 0 else None
+
+    def projected_cost(self) -> float | None:
+        if self.planned is None or self.finished == 0:
+            return None
+        return self.cost / self.finished * self.planned
+
+    def as_dict(self) -> dict[str, Any]:
+        p50, p95 = self.latency_percentiles()
+        return {
+            "done": self.done,
+            "blocked": self.blocked,
+            "no_image": self.no_image,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "other_shard": self.other_shard,
+            "duplicates": self.duplicates,
+            "images": self.images,
+            "retries": self.retries,
+            "maybe_billed": self.maybe_billed,
+            "cost_usd": round(self.cost, 6),
+            "elapsed_s": round(self.elapsed(), 3),
+            "latency_p50_s": None if p50 is None else round(p50, 3),
+            "latency_p95_s": None if p95 is None else round(p95, 3),
+            "stop_reason": self.stop_reason,
+        }

@@ -1,0 +1,173 @@
+"""The Batch job API against the mock server: outcomes as values, files, manifest, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+import cometgen
+from cometgen.testing import MockServer
+
+pytestmark = pytest.mark.anyio
+
+FAST = cometgen.RetryPolicy(initial_delay=0.01, max_delay=0.05)
+
+
+def client_for(server: MockServer) -> cometgen.AsyncClient:
+    return cometgen.AsyncClient(api_key="k", base_url=server.url, retry=FAST)
+
+
+def manifest(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+async def test_in_memory_outcomes_are_values() -> None:
+    jobs = [
+        cometgen.Job(prompt="a fox", id="fox"),
+        cometgen.Job(prompt="x [[mock:block]]", id="blocked"),
+        cometgen.Job(prompt="x [[mock:no_image]]", id="noimg"),
+        cometgen.Job(prompt="x [[mock:429_daily]]", id="quota"),
+        cometgen.Job(prompt="two cats", id="cats", n=2),
+    ]
+    async with MockServer() as server, client_for(server) as client:
+        async with cometgen.Batch(client, concurrency=4) as batch:
+            outcomes = {o.key: o async for o in batch.run(jobs)}
+    assert set(outcomes) == {"fox", "blocked", "noimg", "quota", "cats-0", "cats-1"}
+    fox = outcomes["fox"]
+    assert isinstance(fox, cometgen.Done)
+    assert fox.images and fox.images[0].data[:3] == b"\xff\xd8\xff"
+    assert fox.cost and fox.cost > 0
+    assert isinstance(outcomes["blocked"], cometgen.Blocked)
+    assert outcomes["blocked"].block_reason == "PROHIBITED_CONTENT"
+    assert isinstance(outcomes["noimg"], cometgen.NoImage)
+    failed = outcomes["quota"]
+    assert isinstance(failed, cometgen.Failed)
+    assert isinstance(failed.error, cometgen.QuotaExhaustedError)
+    assert "QuotaExhaustedError" in failed.reason
+
+
+async def test_results_stream_as_they_complete() -> None:
+    order: list[str] = []
+    jobs = [cometgen.Job(prompt="slow [[mock:slow:1:0.6s]]", id="slow")] + [
+        cometgen.Job(prompt=f"fast {i}", id=f"fast{i}") for i in range(5)
+    ]
+    async with MockServer() as server, client_for(server) as client:
+        async with cometgen.Batch(client, concurrency=6) as batch:
+            async for outcome in batch.run(jobs):
+                order.append(outcome.key)
+    assert order[-1] == "slow"
+
+
+async def test_async_iterable_source_and_bad_lines() -> None:
+    async def source():  # type: ignore[no-untyped-def]
+        yield cometgen.Job(prompt="ok", id="ok")
+        yield cometgen.InputError("unknown field", file="in.jsonl", line=2, field="promt")
+
+    async with MockServer() as server, client_for(server) as client:
+        async with cometgen.Batch(client) as batch:
+            outcomes = [o async for o in batch.run(source())]
+    failed = [o for o in outcomes if isinstance(o, cometgen.Failed)]
+    assert len(failed) == 1 and failed[0].key == "line-2"
+    assert "in.jsonl:2" in failed[0].reason
+
+
+async def test_files_manifest_metadata_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    jobs = [cometgen.Job(prompt=f"p{i}", id=f"../../evil/{i}", metadata={"i": i})
+            for i in range(6)]
+    jobs.append(cometgen.Job(prompt="p0", id="../../evil/0"))  # duplicate key
+    async with MockServer() as server, client_for(server) as client:
+        async with cometgen.Batch(client, out_dir=out, concurrency=3) as batch:
+            stats = await batch.run_all(jobs)
+        assert stats.done == 6 and stats.duplicates == 1
+        assert server.stats.requests == 6
+        records = manifest(out)
+        assert {r["status"] for r in records} == {"done"}
+        for record in records:
+            for f in record["files"]:  # type: ignore[union-attr]
+                path = (out / f["path"]).resolve()
+                assert path.parent == out.resolve()
+        meta = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+        assert len(meta) == 6 and all((out / m["file_name"]).exists() for m in meta)
+        assert {m["i"] for m in meta} == set(range(6))
+        # Rerun: nothing sent again.
+        async with cometgen.Batch(client, out_dir=out, concurrency=3) as batch:
+            stats = await batch.run_all(jobs[:6] + [cometgen.Job(prompt="new", id="new")])
+        assert stats.skipped == 6 and stats.done == 1
+        assert server.stats.requests == 7
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+
+
+async def test_failed_items_resent_only_with_retry_failed(tmp_path: Path) -> None:
+    jobs = [cometgen.Job(prompt="x [[mock:429_daily:1]]", id="q")]
+    async with MockServer() as server, client_for(server) as client:
+        async with cometgen.Batch(client, out_dir=tmp_path) as batch:
+            stats = await batch.run_all(jobs)
+        assert stats.failed == 1 and batch.stats.stop_reason == "quota"
+        async with cometgen.Batch(client, out_dir=tmp_path) as batch:
+            await batch.run_all(jobs)
+        assert server.stats.requests == 1
+        async with cometgen.Batch(client, out_dir=tmp_path, retry_failed=True) as batch:
+            stats = await batch.run_all(jobs)
+        assert stats.done == 1 and server.stats.requests == 2
+
+
+async def test_one_failure_never_cancels_siblings() -> None:
+    jobs = [cometgen.Job(prompt="x [[mock:malformed]]", id="bad")] + [
+        cometgen.Job(prompt=f"ok{i}", id=f"ok{i}") for i in range(8)
+    ]
+    async with MockServer() as server, client_for(server) as client:
+        async with cometgen.Batch(client, concurrency=4) as batch:
+            stats = await batch.run_all(jobs)
+    assert stats.done == 8 and stats.failed == 1 and stats.maybe_billed == 1
+
+
+async def test_cancelling_the_caller_cancels_cleanly(tmp_path: Path) -> None:
+    jobs = [cometgen.Job(prompt=f"p{i}", id=f"p{i}") for i in range(50)]
+    async with MockServer(latency=0.3) as server, client_for(server) as client:
+        with anyio.move_on_after(0.5):
+            async with cometgen.Batch(client, out_dir=tmp_path, concurrency=8) as batch:
+                await batch.run_all(jobs)
+        await anyio.sleep(0.05)
+        assert client.transport.acquired_connections == 0
+        # The client still works after the cancelled batch.
+        assert (await client.generate("after")).ok
+    records = manifest(tmp_path)
+    done = {r["key"] for r in records if r["status"] == "done"}
+    files = {p.name for p in tmp_path.iterdir() if p.suffix == ".jpg"}
+    assert files == {f"{k}.jpg" for k in done}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+
+
+async def test_max_cost_stops_dispatching() -> None:
+    jobs = [cometgen.Job(prompt=f"p{i}", id=f"p{i}") for i in range(40)]
+    async with MockServer() as server, client_for(server) as client:
+        async with cometgen.Batch(client, concurrency=2, max_cost=0.5) as batch:
+            stats = await batch.run_all(jobs)
+    assert stats.stop_reason == "budget"
+    assert 0 < stats.done < 40
+    assert stats.cost <= 0.5
+
+
+async def test_shards_partition_keys() -> None:
+    jobs = [cometgen.Job(prompt=f"p{i}") for i in range(30)]
+    keys: list[set[str]] = []
+    async with MockServer() as server, client_for(server) as client:
+        for i in range(3):
+            async with cometgen.Batch(client, shard=(i, 3)) as batch:
+                keys.append({o.key async for o in batch.run(jobs)})
+    assert sum(len(k) for k in keys) == 30
+    assert len(set.union(*keys)) == 30
+    assert all(keys)
+
+
+async def test_unwritable_out_dir_is_a_config_error(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    async with MockServer() as server, client_for(server) as client:
+        with pytest.raises(cometgen.ConfigError, match="not writable"):
+            async with cometgen.Batch(client, out_dir=target / "sub"):
+                pass
