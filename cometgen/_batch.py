@@ -322,7 +322,9 @@ class Batch:
     async def _bad_line(
         self, error: InputError, job: Job | None, out: MemoryObjectSendStream[Outcome]
     ) -> None:
-        key = (job.id if job is not None and job.id else None) or f"line-{error.line}"
+        key = (
+            (job.id if job is not None else None) or error.item_id or f"line-{error.line}"
+        )
         if key in self._seen:
             return
         self._seen.add(key)
@@ -361,7 +363,12 @@ class Batch:
             outcome, record = await self._generate(item, started_at, t0)
         finally:
             self.stats.in_flight -= 1
-        await self._record(outcome, record, out)
+        # The projection is released only once the real cost is counted, so the budget
+        # check never sees an item in neither.
+        try:
+            await self._record(outcome, record, out)
+        finally:
+            self._release_projection(item)
 
     async def _generate(
         self, item: WorkItem, started_at: str, t0: float
@@ -386,8 +393,6 @@ class Batch:
         except Exception as exc:  # a bug must not take the siblings down
             logger.exception("unexpected error on item %r", item.key)
             return self._failed(item, exc, common, rec, t0)
-        finally:
-            self._release_projection(item)
         cost = self.prices.cost_from_usage(item.model, result.response.usage_metadata)
         common.update(attempts=result.attempts, maybe_billed=result.maybe_billed,
                       latency=result.latency, cost=cost)

@@ -104,6 +104,8 @@ class InputError(CometgenError, ValueError):
         self.file = file
         self.line = line
         self.field = field
+        #: The line's ``id`` when it could still be read (the bad line's item key).
+        self.item_id: str | None = None
 
 
 class TransportError(CometgenError):

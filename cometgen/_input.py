@@ -20,7 +20,7 @@ from typing import IO, Any, Final
 import msgspec
 
 from ._exceptions import InputError
-from ._job import Job, check_options, spec_for, type_name
+from ._job import Job, check_id, check_options, spec_for, type_name
 from ._models import DEFAULT_MODEL
 
 __all__ = [
@@ -317,7 +317,24 @@ def _did_you_mean(name: str) -> str:
 def _make_job(
     obj: dict[str, Any], file: str, line: int, base: str, default_model: str
 ) -> Job | InputError:
-    """Build and check a Job from decoded fields; any problem becomes an InputError value."""
+    """Build and check a Job from decoded fields; any problem becomes an InputError value.
+
+    A bad line that still names a usable ``id`` keeps it on the error (``item_id``), so
+    the failure is recorded under the same key a corrected line will use.
+    """
+    result = _build_job(obj, file, line, base, default_model)
+    if isinstance(result, InputError):
+        raw_id = obj.get("id")
+        if type(raw_id) is int:
+            raw_id = str(raw_id)
+        if isinstance(raw_id, str) and check_id(raw_id) is None:
+            result.item_id = raw_id
+    return result
+
+
+def _build_job(
+    obj: dict[str, Any], file: str, line: int, base: str, default_model: str
+) -> Job | InputError:
     if unknown := obj.keys() - _FIELD_SET:
         key = next(k for k in obj if k in unknown)  # the first, in line order
         return InputError(f"unknown field{_did_you_mean(key)}", file=file, line=line, field=key)
