@@ -95,7 +95,7 @@ async def test_files_manifest_metadata_and_resume(tmp_path: Path) -> None:
         assert {m["i"] for m in meta} == set(range(6))
         # Rerun: nothing sent again.
         async with cometgen.Batch(client, out_dir=out, concurrency=3) as batch:
-            stats = await batch.run_all(jobs[:6] + [cometgen.Job(prompt="new", id="new")])
+            stats = await batch.run_all([*jobs[:6], cometgen.Job(prompt="new", id="new")])
         assert stats.skipped == 6 and stats.done == 1
         assert server.stats.requests == 7
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())

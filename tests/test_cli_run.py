@@ -239,8 +239,8 @@ def test_usage_errors_exit_2_without_traceback(
 
 
 def test_quota_and_auth_stop_with_exit_3(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "in.jsonl",
-                      [{"prompt": "x [[mock:429_daily]]"}] + [{"prompt": f"p{i}"} for i in range(20)])
+    rows = [{"prompt": "x [[mock:429_daily]]"}] + [{"prompt": f"p{i}"} for i in range(20)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
     with MockServer().run_in_thread() as server:
         proc = run_cli("run", str(src), "-o", str(tmp_path / "a"), "--concurrency", "1",
                        *remote(server))
