@@ -3,6 +3,7 @@
     CometgenError
     ├── ConfigError (also ValueError)       bad option value given to cometgen
     ├── InputError (also ValueError)        bad input line: file, line, field
+    ├── OutputLockedError                   another run is writing the same output folder
     ├── TransportError                      no HTTP status came back
     │   ├── ConnectError                    could not connect: never sent
     │   ├── ConnectionDroppedError          sent, then the connection closed: ambiguous
@@ -50,6 +51,7 @@ __all__ = [
     "InputError",
     "NoImageError",
     "NotFoundError",
+    "OutputLockedError",
     "PermissionDeniedError",
     "PoolTimeout",
     "PromptBlockedError",
@@ -106,6 +108,10 @@ class InputError(CometgenError, ValueError):
         self.field = field
         #: The line's ``id`` when it could still be read (the bad line's item key).
         self.item_id: str | None = None
+
+
+class OutputLockedError(CometgenError):
+    """Another process is writing this output folder's manifest."""
 
 
 class TransportError(CometgenError):

@@ -17,7 +17,7 @@ import anyio
 from .._batch import Batch, shard_of
 from .._client import AsyncClient
 from .._config import API_KEY_ENV, Timeouts
-from .._exceptions import CometgenError, ConfigError, InputError
+from .._exceptions import CometgenError, ConfigError, InputError, OutputLockedError
 from .._input import iter_input
 from .._job import expand
 from .._manifest import load_manifest, should_send, summarize
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return _dry_run(args, settings, shard, jobs, prices)
         return anyio.run(_run_async, args, settings, shard, jobs, prices, backend="asyncio")
-    except (ConfigError, InputError) as exc:
+    except (ConfigError, InputError, OutputLockedError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

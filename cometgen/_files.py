@@ -1,0 +1,246 @@
+"""Crash-safe file output: atomic writes, safe file names, stale temp cleanup.
+
+An image is first written to a temp file in the same directory as its final name,
+``.{final_name}.{12 hex}.tmp``, fsynced, then renamed into place with ``os.replace``.
+A reader (or a resumed run) therefore sees either no file or the complete file, never a
+truncated one. Temp files left behind by ``kill -9`` are removed by ``cleanup_temp_files``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import unicodedata
+from typing import Final
+
+import aiofiles
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+__all__ = [
+    "TEMP_PATTERN",
+    "cleanup_temp_files",
+    "extension_for",
+    "image_file_name",
+    "is_temp_name",
+    "safe_stem",
+    "temp_name_for",
+    "write_atomic",
+]
+
+#: Name of an in-progress atomic write: ``.{final_name}.{12 lowercase hex}.tmp``.
+TEMP_PATTERN: Final = re.compile(r"\A\..+\.[0-9a-f]{12}\.tmp\Z", re.DOTALL)
+
+# Writes are chunked so a cancellation is noticed between chunks of a large image.
+_CHUNK: Final = 1 << 20
+# Most file systems cap a name at 255 bytes; leave room for the suffixes added below.
+_MAX_STEM_BYTES: Final = 200
+_KEY_HASH_LEN: Final = 16  # 64 bits: no birthday collision even for 1M ids sharing a stem
+
+_UNSAFE_CHARS: Final = frozenset('/\\:*?"<>|')
+_RESERVED: Final = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{p}{d}" for p in ("COM", "LPT") for d in "0123456789¹²³"}
+)
+# The tail of a hashed name; a bare key must not look like one.
+_HASH_TAIL: Final = re.compile(rf"-[0-9a-f]{{{_KEY_HASH_LEN}}}(?:-[0-9]+)?\Z")
+# Fewer digits than the hash, so "-<hash>-<i>" parses unambiguously from the end.
+_MAX_INDEX_SUFFIX: Final = 10**12
+
+_EXTENSIONS: Final = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/jpg": "jpg",
+    "image/pjpeg": "jpg",
+    "image/webp": "webp",
+    "image/heic": "heic",
+    "image/heif": "heif",
+    "image/gif": "gif",
+}
+
+
+def temp_name_for(final_name: str) -> str:
+    """A fresh temp file name for an atomic write of ``final_name`` (same directory)."""
+    return f".{final_name}.{secrets.token_hex(6)}.tmp"
+
+
+def is_temp_name(name: str) -> bool:
+    """True if ``name`` (a base name) matches ``TEMP_PATTERN``."""
+    return TEMP_PATTERN.match(name) is not None
+
+
+async def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> str:
+    """Write ``data`` to ``path`` atomically and return its sha256 hex digest.
+
+    Never blocks the event loop: file I/O runs in worker threads. On any error or
+    cancellation the temp file is removed (shielded) and the exception re-raised; the
+    final file is then untouched. ``OSError`` (ENOSPC, EACCES, ...) propagates as is.
+    """
+    final = os.fspath(path)
+    directory, name = os.path.split(final)
+    tmp = os.path.join(directory, temp_name_for(name))
+    created = False
+    try:
+        # aiofiles runs each call in an executor thread that keeps going if the await is
+        # cancelled: shield each call so no stray thread touches the file after cleanup,
+        # and check for cancellation between chunks instead.
+        with anyio.CancelScope(shield=True):
+            # "x": never clobber anything; the mode honours the umask, unlike mkstemp.
+            f = await aiofiles.open(tmp, "xb")
+        created = True
+        try:
+            view = memoryview(data)
+            for start in range(0, len(view), _CHUNK):
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                with anyio.CancelScope(shield=True):
+                    await f.write(view[start : start + _CHUNK])
+            with anyio.CancelScope(shield=True):
+                await f.flush()
+            digest = await anyio.to_thread.run_sync(_sync_and_hash, f.fileno(), data, fsync)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await f.close()
+        # One non-abandonable thread call: once started, the rename always completes.
+        await anyio.to_thread.run_sync(_replace, tmp, final, fsync)
+    except BaseException:
+        if created:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_unlink_quiet, tmp)
+        raise
+    return digest
+
+
+def _sync_and_hash(fd: int, data: bytes, fsync: bool) -> str:
+    if fsync:
+        os.fsync(fd)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _replace(tmp: str, final: str, fsync: bool) -> None:
+    os.replace(tmp, final)
+    if fsync:
+        fsync_dir(os.path.dirname(final) or ".")
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Persist a rename in ``directory``; best effort (not possible on every OS/FS)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _is_unsafe(ch: str) -> bool:
+    # Cc: control chars incl. NUL; Cs: lone surrogates, which cannot be encoded as a name.
+    return ch in _UNSAFE_CHARS or unicodedata.category(ch) in ("Cc", "Cs")
+
+
+def safe_stem(item_id: str, *, max_len: int = 120) -> str:
+    """A file name stem for ``item_id`` that can never escape the output folder.
+
+    The result has no path separator, NUL or control character, does not start with a dot
+    or a space, is not empty, ``.`` or ``..``, is not a Windows reserved device name, and is
+    at most ``max_len`` characters (and 200 UTF-8 bytes). A longer id is truncated to
+    ``stem[:max_len - 9] + "-" + sha256(id)[:8]`` so distinct long ids stay distinct.
+    """
+    if max_len < 16:
+        raise ValueError("max_len must be at least 16")
+    text = unicodedata.normalize("NFC", item_id)
+    stem = "".join("_" if _is_unsafe(ch) else ch for ch in text).strip(". ")
+    if not stem:
+        return "_"
+    base = stem.split(".", 1)[0].rstrip(" ")
+    if base.upper() in _RESERVED:
+        stem = base + "_" + stem[len(base) :]
+    if len(stem) > max_len or len(stem.encode("utf-8", "surrogatepass")) > _MAX_STEM_BYTES:
+        head = stem[: max_len - 9]
+        while len(head.encode("utf-8")) > _MAX_STEM_BYTES - 9:
+            head = head[:-1]
+        # head keeps stem's first char, which is neither a dot nor a space.
+        stem = f"{head}-{_short_hash(item_id, 8)}"
+    return stem
+
+
+def _short_hash(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def image_file_name(key: str, id: str | None, index_suffix: int | None, extension: str) -> str:
+    """The file name (no directory) of one image of the item ``key``.
+
+    ``<key>.<ext>`` when ``key`` is already a safe, all-lower-case name (``cat.png``,
+    ``img-001.png``); otherwise ``<safe_stem(id or key)>-<16 hex of sha256(key)>.<ext>``.
+    With ``index_suffix`` (a prompt asking for n>1 images) the name is always hashed and
+    ends in ``-<i>``: ``cat-<hash>-2.png``. Distinct keys (or suffixes) therefore never
+    share a name, even on case-insensitive or normalising file systems (macOS, Windows).
+    """
+    ext = extension.lstrip(".").lower()
+    if not ext or _is_bad_extension(ext):
+        raise ValueError(f"invalid file extension: {extension!r}")
+    stem = safe_stem(key if id is None else id)
+    if (
+        index_suffix is not None
+        or stem != key
+        or stem.casefold() != stem
+        or _HASH_TAIL.search(stem)
+    ):
+        stem = f"{stem}-{_short_hash(key, _KEY_HASH_LEN)}"
+    if index_suffix is not None:
+        if not 0 <= index_suffix < _MAX_INDEX_SUFFIX:
+            raise ValueError(f"index_suffix must be in [0, {_MAX_INDEX_SUFFIX})")
+        stem = f"{stem}-{index_suffix}"
+    return f"{stem}.{ext}"
+
+
+def _is_bad_extension(ext: str) -> bool:
+    return "." in ext or any(_is_unsafe(ch) or ch == " " for ch in ext)
+
+
+def extension_for(mime_type: str) -> str:
+    """File extension (no dot) for an image MIME type; ``bin`` when unknown."""
+    essence = mime_type.split(";", 1)[0].strip().lower()
+    return _EXTENSIONS.get(essence, "bin")
+
+
+def cleanup_temp_files(out_dir: str | os.PathLike[str]) -> int:
+    """Remove stale atomic-write temp files in ``out_dir`` and its direct subfolders.
+
+    Call at run start, before any write of this run begins (an in-flight write of a
+    concurrent run would lose its temp file). Blocking: from async code use
+    ``await anyio.to_thread.run_sync(cleanup_temp_files, out_dir)``. Returns the count.
+    """
+    removed = 0
+    root = os.fspath(out_dir)
+    if not os.path.isdir(root):
+        return 0
+    dirs = [root]
+    with os.scandir(root) as it:
+        dirs.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+    for directory in dirs:
+        with os.scandir(directory) as it:
+            stale = [
+                e.path for e in it if is_temp_name(e.name) and e.is_file(follow_symlinks=False)
+            ]
+        for path in stale:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            removed += 1
+    return removed

@@ -1,0 +1,575 @@
+"""The append-only run manifest (``OUTDIR/manifest.jsonl``) and what is built from it.
+
+One JSON object per line, one line per finished item. The last record of a key wins, so a
+rerun only appends. A crash (``kill -9``, power loss) can leave at most a torn last line:
+``load_manifest`` skips it and the next ``ManifestWriter`` starts on a fresh line.
+
+Ordering duty of the caller: write an item's record only after its image files were
+renamed into place (``write_atomic`` returned). Then a ``done`` record always points at
+complete files, and an image whose record was lost is simply generated again.
+
+``write_metadata_jsonl`` turns it into a Hugging Face imagefolder ``metadata.jsonl``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+import anyio
+import anyio.to_thread
+import msgspec
+from anyio.abc import TaskGroup
+from msgspec import Struct
+
+from ._exceptions import OutputLockedError
+from ._files import fsync_dir, temp_name_for
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "MANIFEST_NAME",
+    "METADATA_NAME",
+    "STATUSES",
+    "STATUS_BLOCKED",
+    "STATUS_DONE",
+    "STATUS_FAILED",
+    "STATUS_NO_IMAGE",
+    "FileRecord",
+    "ManifestRecord",
+    "ManifestState",
+    "ManifestWriter",
+    "OutputLockedError",
+    "load_manifest",
+    "should_send",
+    "summarize",
+    "utc_now",
+    "write_metadata_jsonl",
+]
+
+MANIFEST_NAME: Final = "manifest.jsonl"
+METADATA_NAME: Final = "metadata.jsonl"
+
+STATUS_DONE: Final = "done"
+STATUS_BLOCKED: Final = "blocked"
+STATUS_NO_IMAGE: Final = "no_image"
+STATUS_FAILED: Final = "failed"
+STATUSES: Final = (STATUS_DONE, STATUS_BLOCKED, STATUS_NO_IMAGE, STATUS_FAILED)
+# Decoded status strings are swapped for these constants: 1M keys share 4 str objects.
+_INTERN: Final = {s: s for s in STATUSES}
+
+
+class FileRecord(Struct, frozen=True, kw_only=True):
+    """One image file written for an item."""
+
+    path: str  #: relative to OUTDIR, POSIX separators, e.g. ``images/cat.png``
+    sha256: str
+    mime_type: str
+    bytes: int
+
+
+class ManifestRecord(Struct, kw_only=True, omit_defaults=True):
+    """One finished item: a line of ``manifest.jsonl``."""
+
+    key: str
+    id: str | None = None
+    status: str  #: "done" | "blocked" | "no_image" | "failed"
+    reason: str | None = None  #: human reason for a non-done status
+    finish_reason: str | None = None
+    block_reason: str | None = None
+    error_type: str | None = None  #: exception class name
+    files: list[FileRecord] = []
+    text: list[str] = []
+    model: str | None = None
+    prompt: str | None = None
+    index: int = 0
+    line: int | None = None
+    usage: dict[str, int] | None = None
+    cost: float | None = None
+    attempts: int = 0
+    maybe_billed: bool = False
+    latency: float | None = None
+    started_at: str | None = None  #: ISO 8601 UTC
+    finished_at: str | None = None  #: ISO 8601 UTC
+    metadata: Any = None
+
+
+class _Lite(Struct, gc=False):
+    # Only what resume needs; msgspec skips the other fields without building them.
+    key: str
+    status: str
+    maybe_billed: bool = False
+
+
+_encoder: Final = msgspec.json.Encoder()
+_lite_decoder: Final = msgspec.json.Decoder(_Lite)
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC, e.g. ``2026-01-02T03:04:05.678Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _manifest_path(out_dir: str | os.PathLike[str]) -> str:
+    return os.path.join(os.fspath(out_dir), MANIFEST_NAME)
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class ManifestWriter:
+    """Append records to ``OUTDIR/manifest.jsonl`` in batches, off the event loop.
+
+    ``await write(record)`` buffers; the buffer is flushed (one ``write()`` of whole lines,
+    then fsync, in a worker thread) every ``batch_size`` records, ``flush_interval`` seconds
+    after the first buffered record, on ``flush()`` and on exit (shielded from
+    cancellation). With ``lock=True`` an exclusive advisory lock (POSIX ``flock``) is held
+    while open, so a second run on the same OUTDIR fails fast with ``OutputLockedError``
+    instead of paying for the same items twice: enter the writer before sending anything.
+    A failed background flush is raised by the next ``write()``/``flush()``/exit.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        batch_size: int = 64,
+        flush_interval: float = 0.5,
+        fsync: bool = True,
+        lock: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if flush_interval <= 0:
+            raise ValueError("flush_interval must be > 0")
+        self._out_dir = os.fspath(out_dir)
+        self._path = _manifest_path(out_dir)
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._fsync = fsync
+        self._lock_file = lock
+        self._buffer: list[bytes] = []
+        self._fd: int | None = None
+        self._torn = False  # a failed append may have left a partial line
+        self._error: Exception | None = None
+        self._flush_lock = anyio.Lock()
+        self._pending = anyio.Event()
+        self._tg: TaskGroup | None = None
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    async def __aenter__(self) -> Self:
+        if self._fd is not None:
+            raise RuntimeError("ManifestWriter is already open")
+        self._fd = await anyio.to_thread.run_sync(self._open)
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(self._flush_loop)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg, self._tg = self._tg, None
+        try:
+            if tg is not None:
+                tg.cancel_scope.cancel()
+                # None: never wrap the caller's exception in an ExceptionGroup.
+                await tg.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._flush()
+                finally:
+                    fd, self._fd = self._fd, None
+                    if fd is not None:
+                        await anyio.to_thread.run_sync(os.close, fd)
+
+    async def write(self, record: ManifestRecord) -> None:
+        """Buffer ``record``; flushes when ``batch_size`` records are buffered."""
+        if self._fd is None:
+            raise RuntimeError("ManifestWriter is not open")
+        self._raise_stored_error()
+        self._buffer.append(_encoder.encode(record) + b"\n")
+        self._pending.set()
+        if len(self._buffer) >= self._batch_size:
+            await self._flush()
+
+    async def flush(self) -> None:
+        """Append every buffered record to the file and fsync it."""
+        if self._fd is None:
+            raise RuntimeError("ManifestWriter is not open")
+        self._raise_stored_error()
+        await self._flush()
+
+    def _raise_stored_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    async def _flush(self) -> None:
+        # Shielded: once lines leave the buffer they must reach the file.
+        with anyio.CancelScope(shield=True):
+            async with self._flush_lock:
+                count = len(self._buffer)
+                if not count or self._fd is None:
+                    return
+                data = b"".join(self._buffer[:count])
+                await anyio.to_thread.run_sync(self._append, self._fd, data)
+                # write() may have buffered more lines while the thread ran.
+                del self._buffer[:count]
+                if not self._buffer:
+                    self._pending = anyio.Event()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._pending.wait()
+            await anyio.sleep(self._flush_interval)
+            try:
+                await self._flush()
+            except Exception as exc:  # surfaced by the next write()/flush()/exit
+                self._error = exc
+
+    def _open(self) -> int:
+        os.makedirs(self._out_dir, exist_ok=True)
+        created = not os.path.exists(self._path)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self._path, flags, 0o644)
+        try:
+            if self._lock_file and fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise OutputLockedError(
+                        f"{self._path} is in use by another cometgen run"
+                    ) from None
+            size = os.fstat(fd).st_size
+            if size and _read_last_byte(fd, size) != b"\n":
+                # Torn last line from a crash: new records start on a fresh line.
+                _write_all(fd, b"\n")
+                if self._fsync:
+                    os.fsync(fd)
+            if created and self._fsync:
+                fsync_dir(self._out_dir)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _append(self, fd: int, data: bytes) -> None:
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, b"\n" + data if self._torn else data)
+            if self._fsync:
+                os.fsync(fd)
+        except OSError:
+            # Undo a partial append so it cannot merge with the next line; the lines
+            # stay buffered and are retried by the next flush.
+            try:
+                os.ftruncate(fd, size)
+                self._torn = False
+            except OSError:
+                self._torn = True
+            raise
+        self._torn = False
+
+
+def _read_last_byte(fd: int, size: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, 1, size - 1)
+    os.lseek(fd, size - 1, os.SEEK_SET)  # pragma: no cover - Windows
+    return os.read(fd, 1)  # pragma: no cover
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class ManifestState:
+    """What resume needs from a manifest: the latest status of every key.
+
+    Memory is O(keys): a key string plus a shared status string per key.
+    """
+
+    __slots__ = ("_billed", "corrupt_lines", "latest", "lines", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        #: key -> status of the key's last record. Treat as read-only.
+        self.latest: dict[str, str] = {}
+        self._billed: set[str] = set()
+        #: lines read, including blank and corrupt ones
+        self.lines = 0
+        #: lines skipped as torn or invalid (never fatal)
+        self.corrupt_lines = 0
+
+    def status(self, key: str) -> str | None:
+        """The status of ``key``'s last record, or None if the key never finished."""
+        return self.latest.get(key)
+
+    @property
+    def done_keys(self) -> set[str]:
+        """Keys whose last record is ``done`` (a new set, O(keys))."""
+        return {k for k, s in self.latest.items() if s == STATUS_DONE}
+
+    @property
+    def maybe_billed_keys(self) -> frozenset[str]:
+        """Keys whose last record says a failed attempt may have been billed."""
+        return frozenset(self._billed)
+
+    def counts(self) -> dict[str, int]:
+        """Number of keys per latest status; every known status is present."""
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update(Counter(self.latest.values()))
+        return counts
+
+    def __len__(self) -> int:
+        return len(self.latest)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.latest
+
+
+def load_manifest(out_dir: str | os.PathLike[str]) -> ManifestState:
+    """Read ``OUTDIR/manifest.jsonl``; a missing file gives an empty state.
+
+    Blocking (about 1M lines/s): from async code use
+    ``await anyio.to_thread.run_sync(load_manifest, out_dir)``.
+    """
+    path = _manifest_path(out_dir)
+    state = ManifestState(path)
+    if not os.path.exists(path):
+        return state
+    latest = state.latest
+    billed = state._billed
+    intern = _INTERN.get
+    decode = _lite_decoder.decode
+    corrupt = lines = 0
+    with open(path, "rb", buffering=1 << 20) as f:
+        for line in f:
+            lines += 1
+            try:
+                rec = decode(line)
+            except msgspec.DecodeError:
+                if line.strip():
+                    corrupt += 1
+                continue
+            latest[rec.key] = intern(rec.status, rec.status)
+            if rec.maybe_billed:
+                billed.add(rec.key)
+            elif billed:
+                billed.discard(rec.key)
+    state.lines = lines
+    state.corrupt_lines = corrupt
+    return state
+
+
+def should_send(state: ManifestState, key: str, *, retry_failed: bool) -> bool:
+    """Whether a run must (re)send ``key``.
+
+    ==============================  =========================
+    latest status                   send?
+    ==============================  =========================
+    none (never finished)           yes
+    ``done``                        never
+    ``blocked`` / ``no_image``      never: a final answer of the model (possibly billed);
+                                    rerun it by removing its lines or using a new OUTDIR
+    ``failed`` (or unknown status)  only with ``retry_failed``
+    ==============================  =========================
+    """
+    status = state.latest.get(key)
+    if status is None:
+        return True
+    if status in (STATUS_DONE, STATUS_BLOCKED, STATUS_NO_IMAGE):
+        return False
+    return retry_failed
+
+
+def summarize(out_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """Counts for ``cometgen status OUTDIR``, flat so each prints as ``name: value``.
+
+    ``{"total", "done", "blocked", "no_image", "failed", [other statuses],
+    "maybe_billed", "corrupt_lines"}``; every value counts keys except the last.
+    """
+    state = load_manifest(out_dir)
+    return {
+        "total": len(state),
+        **state.counts(),
+        "maybe_billed": len(state._billed),
+        "corrupt_lines": state.corrupt_lines,
+    }
+
+
+# --------------------------------------------------------------------------- metadata.jsonl
+
+#: Columns of metadata.jsonl that user metadata cannot override.
+_FIXED_COLUMNS: Final = ("file_name", "prompt", "id", "key", "model")
+
+
+class _PathOnly(Struct, gc=False):
+    path: str
+
+
+class _Row(Struct):
+    # Only the fields metadata.jsonl needs; msgspec skips the rest cheaply.
+    key: str
+    id: str | None = None
+    prompt: str | None = None
+    model: str | None = None
+    files: list[_PathOnly] = []
+    metadata: Any = None
+
+
+_row_decoder: Final = msgspec.json.Decoder(_Row)
+
+
+def write_metadata_jsonl(
+    out_dir: str | os.PathLike[str], manifest_path: str | os.PathLike[str] | None = None
+) -> int:
+    """(Re)build ``OUTDIR/metadata.jsonl`` for ``datasets.load_dataset("imagefolder")``.
+
+    One line per image file of every key whose latest record is ``done``:
+    ``{"file_name", "prompt", "id", "key", "model", ...metadata}``, ``file_name`` being
+    relative to OUTDIR. A dict ``metadata`` is flattened one level into columns (a key
+    clashing with a fixed column becomes ``metadata_<key>``); any other non-null value
+    becomes a ``metadata`` column. Files that are missing, or whose path is not a plain
+    relative path, are skipped. Streams the manifest twice; memory is O(keys). The file
+    is replaced atomically. Blocking: from async code run it in a worker thread.
+    Returns the number of lines written.
+    """
+    root = os.fspath(out_dir)
+    if manifest_path is None:
+        source = os.path.join(root, MANIFEST_NAME)
+    else:
+        source = os.fspath(manifest_path)
+    winners, total = _winning_lines(source)
+
+    final = os.path.join(root, METADATA_NAME)
+    tmp = os.path.join(root, temp_name_for(METADATA_NAME))
+    written = 0
+    listings: dict[str, frozenset[str]] = {}
+    try:
+        with open(tmp, "xb", buffering=1 << 20) as out:
+            if winners:
+                written = _write_rows(source, total, winners, root, listings, out.write)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(root)
+    return written
+
+
+def _winning_lines(source: str) -> tuple[set[int], int]:
+    """Pass 1: numbers of the lines that are their key's last record and are done."""
+    latest: dict[str, int] = {}  # key -> line number, negated (~n) if not done
+    total = 0
+    if not os.path.exists(source):
+        return set(), 0
+    decode = _lite_decoder.decode
+    with open(source, "rb", buffering=1 << 20) as f:
+        for total, line in enumerate(f, 1):
+            try:
+                rec = decode(line)
+            except msgspec.DecodeError:
+                continue
+            latest[rec.key] = total - 1 if rec.status == STATUS_DONE else ~(total - 1)
+    return {n for n in latest.values() if n >= 0}, total
+
+
+def _write_rows(
+    source: str,
+    total: int,
+    winners: set[int],
+    root: str,
+    listings: dict[str, frozenset[str]],
+    emit: Callable[[bytes], object],
+) -> int:
+    """Pass 2, up to pass 1's last line (lines appended since are ignored)."""
+    written = 0
+    with open(source, "rb", buffering=1 << 20) as f:
+        for number, line in enumerate(f):
+            if number >= total:
+                break
+            if number not in winners:
+                continue
+            try:
+                record = _row_decoder.decode(line)
+            except msgspec.DecodeError:
+                continue
+            extra = _extra_columns(record.metadata)
+            for file in record.files:
+                if not _exists(root, file.path, listings):
+                    continue
+                row: dict[str, Any] = {
+                    "file_name": file.path,
+                    "prompt": record.prompt,
+                    "id": record.id,
+                    "key": record.key,
+                    "model": record.model,
+                }
+                if extra:
+                    row.update(extra)
+                emit(_encoder.encode(row) + b"\n")
+                written += 1
+    return written
+
+
+def _extra_columns(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        return {"metadata": metadata}
+    extra: dict[str, Any] = {}
+    for name, value in metadata.items():
+        column = f"metadata_{name}" if name in _FIXED_COLUMNS else name
+        extra.setdefault(column, value)
+    return extra
+
+
+def _exists(root: str, path: str, listings: dict[str, frozenset[str]]) -> bool:
+    # One scandir per folder instead of one stat per file (1M images: ~10x faster).
+    folder, _, name = path.rpartition("/")
+    names = listings.get(folder)
+    if names is None:
+        names = listings[folder] = _list_files(root, folder)
+    return name in names
+
+
+def _list_files(root: str, folder: str) -> frozenset[str]:
+    if folder and (
+        folder.startswith("/")
+        or "\\" in folder
+        or "\x00" in folder
+        or any(part in ("", ".", "..") for part in folder.split("/"))
+    ):
+        return frozenset()  # not a plain relative path inside OUTDIR
+    try:
+        with os.scandir(os.path.join(root, folder)) as it:
+            return frozenset(e.name for e in it if e.is_file())
+    except OSError:
+        return frozenset()
