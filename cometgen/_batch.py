@@ -8,7 +8,6 @@ the outcome to the caller. Per-item failures are values; cancellation propagates
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import logging
 import os
@@ -17,27 +16,21 @@ from collections.abc import AsyncIterable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from . import _wire as wire
 from ._client import AsyncClient
 from ._config import Limits
 from ._exceptions import (
-    AuthenticationError,
-    CometgenError,
     ConfigError,
     InputError,
-    PermissionDeniedError,
-    QuotaExhaustedError,
 )
-from ._files import cleanup_temp_files, extension_for, image_file_name, write_atomic
+from ._files import cleanup_temp_files
+from ._item_runner import ItemRunner, now_iso
 from ._job import Job, WorkItem, expand, image_sha256
 from ._manifest import (
-    FileRecord,
     ManifestRecord,
     ManifestState,
     ManifestWriter,
@@ -45,10 +38,8 @@ from ._manifest import (
     should_send,
     write_metadata_jsonl,
 )
-from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
+from ._outcomes import Done, Failed, Outcome
 from ._pricing import PriceTable, load_prices
-from ._request import build_request, image_part
-from ._result import GenerateResult
 from ._stats import BatchStats
 
 __all__ = ["Batch", "JobSource"]
@@ -58,17 +49,7 @@ logger = logging.getLogger("cometgen")
 #: What ``Batch.run`` accepts: jobs, or ``InputError``s for lines that could not be read.
 JobSource = Iterable[Job | InputError] | AsyncIterable[Job | InputError]
 
-#: Errors after which no later item can succeed: stop dispatching.
-_FATAL: tuple[type[CometgenError], ...] = (
-    QuotaExhaustedError,
-    AuthenticationError,
-    PermissionDeniedError,
-)
 _READ_CHUNK = 256
-
-
-def _now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def shard_of(key: str, count: int) -> int:
@@ -136,6 +117,11 @@ class Batch:
         self._seen: set[str] = set()
         self._inflight_projection = 0.0
         self._started = False
+        self._adopt = False
+        self._runner = ItemRunner(
+            self.client, out_dir=self.out_dir, prices=self.prices,
+            include_text=include_text, job_timeout=job_timeout, stop=self.stop,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -164,8 +150,13 @@ class Batch:
             logger.warning(
                 "ignored %d torn or invalid manifest line(s)", self._state.corrupt_lines
             )
+        # Lock the folder before reading the manifest, so two runs never both send an item.
+        resuming = (out_dir / "manifest.jsonl").exists()
         self._writer = ManifestWriter(out_dir)
         await self._writer.__aenter__()
+        # A crash can leave images renamed into place whose records were not yet flushed:
+        # on a resumed folder, such images are adopted instead of being paid for again.
+        self._adopt = resuming
 
     async def __aexit__(
         self,
@@ -336,7 +327,7 @@ class Batch:
             return
         outcome = Failed(key=key, job=job, reason=str(error), error=error,
                          error_type="InputError")
-        now = _now_iso()
+        now = now_iso()
         await self._record(
             outcome,
             ManifestRecord(
@@ -356,11 +347,12 @@ class Batch:
                 await self._process(item, out)
 
     async def _process(self, item: WorkItem, out: MemoryObjectSendStream[Outcome]) -> None:
-        started_at = _now_iso()
+        started_at = now_iso()
         t0 = time.monotonic()
         self.stats.in_flight += 1
         try:
-            outcome, record = await self._generate(item, started_at, t0)
+            adopted = await self._runner.adopt_existing(item, started_at) if self._adopt else None
+            outcome, record = adopted or await self._runner.generate(item, started_at, t0)
         finally:
             self.stats.in_flight -= 1
         # The projection is released only once the real cost is counted, so the budget
@@ -369,86 +361,6 @@ class Batch:
             await self._record(outcome, record, out)
         finally:
             self._release_projection(item)
-
-    async def _generate(
-        self, item: WorkItem, started_at: str, t0: float
-    ) -> tuple[Outcome, ManifestRecord]:
-        job = item.job
-        common: dict[str, Any] = {"key": item.key, "job": job, "index": item.index,
-                                  "model": item.model}
-        rec: dict[str, Any] = {
-            "key": item.key, "id": job.id, "model": item.model, "prompt": job.prompt,
-            "index": item.index, "line": job.line, "started_at": started_at,
-            "metadata": job.metadata,
-        }
-        try:
-            request = await self._request_for(item)
-            result = await self.client.generate_from_request(
-                request, model=item.model, timeout=self.job_timeout
-            )
-        except CometgenError as exc:
-            if isinstance(exc, _FATAL):
-                self.stop("quota" if isinstance(exc, QuotaExhaustedError) else "auth")
-            return self._failed(item, exc, common, rec, t0)
-        except Exception as exc:  # a bug must not take the siblings down
-            logger.exception("unexpected error on item %r", item.key)
-            return self._failed(item, exc, common, rec, t0)
-        cost = self.prices.cost_from_usage(item.model, result.response.usage_metadata)
-        common.update(attempts=result.attempts, maybe_billed=result.maybe_billed,
-                      latency=result.latency, cost=cost)
-        rec.update(
-            attempts=result.attempts, maybe_billed=result.maybe_billed,
-            latency=round(result.latency, 4), cost=cost, usage=result.usage.as_dict(),
-            finish_reason=result.finish_reason, block_reason=result.block_reason,
-            text=[result.text] if result.text else [],
-        )
-        status = result.outcome
-        if status == "done":
-            try:
-                files = await self._save(item, result)
-            except OSError as exc:
-                self.stop("disk")
-                reason = f"cannot write image: {exc.strerror or exc}"
-                common.update(maybe_billed=True)
-                rec.update(maybe_billed=True)
-                return (
-                    Failed(**common, reason=reason, error=exc, error_type=type(exc).__name__),
-                    ManifestRecord(**rec, status="failed", reason=reason,
-                                   error_type=type(exc).__name__, finished_at=_now_iso()),
-                )
-            images = [] if self.out_dir is not None else result.images
-            return (
-                Done(**common, images=images, files=files, text=result.text,
-                     result=None if self.out_dir is not None else result),
-                ManifestRecord(**rec, status="done", files=files, finished_at=_now_iso()),
-            )
-        reason = _reason(result)
-        if status == "blocked":
-            outcome: Outcome = Blocked(
-                **common, reason=reason, block_reason=result.block_reason,
-                finish_reason=result.finish_reason, result=result,
-            )
-        else:
-            outcome = NoImage(**common, reason=reason, finish_reason=result.finish_reason,
-                              text=result.text, result=result)
-        return outcome, ManifestRecord(**rec, status=status, reason=reason,
-                                       finished_at=_now_iso())
-
-    def _failed(
-        self, item: WorkItem, exc: BaseException, common: dict[str, Any],
-        rec: dict[str, Any], t0: float,
-    ) -> tuple[Outcome, ManifestRecord]:
-        attempts = getattr(exc, "attempts", 0)
-        maybe_billed = bool(getattr(exc, "maybe_billed", False))
-        latency = time.monotonic() - t0
-        reason = f"{type(exc).__name__}: {exc}"
-        common.update(attempts=attempts, maybe_billed=maybe_billed, latency=latency)
-        rec.update(attempts=attempts, maybe_billed=maybe_billed, latency=round(latency, 4))
-        return (
-            Failed(**common, reason=reason, error=exc, error_type=type(exc).__name__),
-            ManifestRecord(**rec, status="failed", reason=reason,
-                           error_type=type(exc).__name__, finished_at=_now_iso()),
-        )
 
     def _release_projection(self, item: WorkItem) -> None:
         if self.max_cost is None:
@@ -459,33 +371,6 @@ class Batch:
         ) or 0.0
         self._inflight_projection = max(0.0, self._inflight_projection - projected)
 
-    async def _request_for(self, item: WorkItem) -> wire.GenerateContentRequest:
-        parts = [wire.Part(text=item.job.prompt)]
-        for ref in item.job.images:
-            parts.append(await image_part(ref))
-        return build_request(
-            [wire.Content(role="user", parts=parts)],
-            aspect_ratio=item.aspect_ratio,
-            image_size=item.image_size,
-            seed=item.job.seed,
-            include_text=self.include_text,
-        )
-
-    async def _save(self, item: WorkItem, result: GenerateResult) -> list[FileRecord]:
-        if self.out_dir is None:
-            return []
-        files: list[FileRecord] = []
-        many = item.job.n > 1 or len(result.images) > 1
-        for i, image in enumerate(result.images):
-            suffix: int | None = None
-            if many:
-                suffix = item.index if len(result.images) == 1 else item.index * 100 + i
-            name = image_file_name(item.key, item.job.id, suffix, extension_for(image.mime_type))
-            sha = await write_atomic(self.out_dir / name, image.data)
-            files.append(FileRecord(path=name, sha256=sha, mime_type=image.mime_type,
-                                    bytes=len(image.data)))
-        return files
-
     async def _record(
         self, outcome: Outcome, record: ManifestRecord, out: MemoryObjectSendStream[Outcome]
     ) -> None:
@@ -495,7 +380,7 @@ class Batch:
             except OSError as exc:
                 self.stop("disk")
                 logger.error("cannot append to the manifest: %s", exc)
-        n_images = len(outcome.files) or len(outcome.images) if isinstance(outcome, Done) else 0
+        n_images = (len(outcome.files) or len(outcome.images)) if isinstance(outcome, Done) else 0
         self.stats.record(
             outcome.status, attempts=outcome.attempts, maybe_billed=outcome.maybe_billed,
             latency=outcome.latency, cost=outcome.cost, images=n_images,
@@ -506,14 +391,3 @@ class Batch:
 def _hash_images(images: tuple[str | bytes, ...]) -> list[str]:
     return [image_sha256(i) for i in images]
 
-
-def _reason(result: GenerateResult) -> str:
-    if result.block_reason:
-        msg = f": {result.block_reason_message}" if result.block_reason_message else ""
-        return f"prompt blocked ({result.block_reason}){msg}"
-    reason = result.finish_reason or "no finish reason"
-    if result.finish_message:
-        return f"{reason}: {result.finish_message}"
-    if result.text:
-        return f"{reason}: text only: {result.text[:200]}"
-    return reason

@@ -275,7 +275,9 @@ def _interrupt(tmp_path: Path, signals: int) -> None:
                             *remote(server))
         proc = subprocess.Popen(args, env=env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        deadline = time.monotonic() + 20
+        while not records(out) and time.monotonic() < deadline:  # wait for real progress
+            time.sleep(0.05)
         for _ in range(signals):
             proc.send_signal(signal.SIGINT)
             time.sleep(0.05)

@@ -1,0 +1,213 @@
+"""Running one work item: adopt a leftover image, or generate, save and describe it."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import _wire as wire
+from ._client import AsyncClient
+from ._exceptions import (
+    AuthenticationError,
+    CometgenError,
+    PermissionDeniedError,
+    QuotaExhaustedError,
+)
+from ._files import extension_for, image_file_name, write_atomic
+from ._job import WorkItem
+from ._manifest import FileRecord, ManifestRecord
+from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
+from ._pricing import PriceTable
+from ._request import build_request, image_part
+from ._result import GenerateResult
+
+logger = logging.getLogger("cometgen")
+
+#: Errors after which no later item can succeed: stop dispatching.
+_FATAL: tuple[type[CometgenError], ...] = (
+    QuotaExhaustedError,
+    AuthenticationError,
+    PermissionDeniedError,
+)
+#: Output types an interrupted run may have left on disk (what Gemini models return).
+_ADOPTABLE = ("image/jpeg", "image/png")
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+class ItemRunner:
+    """Turns a ``WorkItem`` into an outcome and its manifest record; never raises for it."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        out_dir: Path | None,
+        prices: PriceTable,
+        include_text: bool,
+        job_timeout: float | None,
+        stop: Callable[[str], None],
+    ) -> None:
+        self.client = client
+        self.out_dir = out_dir
+        self.prices = prices
+        self.include_text = include_text
+        self.job_timeout = job_timeout
+        self._stop = stop
+
+    async def generate(
+        self, item: WorkItem, started_at: str, t0: float
+    ) -> tuple[Outcome, ManifestRecord]:
+        job = item.job
+        common: dict[str, Any] = {"key": item.key, "job": job, "index": item.index,
+                                  "model": item.model}
+        rec: dict[str, Any] = {
+            "key": item.key, "id": job.id, "model": item.model, "prompt": job.prompt,
+            "index": item.index, "line": job.line, "started_at": started_at,
+            "metadata": job.metadata,
+        }
+        try:
+            request = await self._request_for(item)
+            result = await self.client.generate_from_request(
+                request, model=item.model, timeout=self.job_timeout
+            )
+        except CometgenError as exc:
+            if isinstance(exc, _FATAL):
+                self._stop("quota" if isinstance(exc, QuotaExhaustedError) else "auth")
+            return self._failed(item, exc, common, rec, t0)
+        except Exception as exc:  # a bug must not take the siblings down
+            logger.exception("unexpected error on item %r", item.key)
+            return self._failed(item, exc, common, rec, t0)
+        cost = self.prices.cost_from_usage(item.model, result.response.usage_metadata)
+        common.update(attempts=result.attempts, maybe_billed=result.maybe_billed,
+                      latency=result.latency, cost=cost)
+        rec.update(
+            attempts=result.attempts, maybe_billed=result.maybe_billed,
+            latency=round(result.latency, 4), cost=cost, usage=result.usage.as_dict(),
+            finish_reason=result.finish_reason, block_reason=result.block_reason,
+            text=[result.text] if result.text else [],
+        )
+        status = result.outcome
+        if status == "done":
+            try:
+                files = await self._save(item, result)
+            except OSError as exc:
+                self._stop("disk")
+                reason = f"cannot write image: {exc.strerror or exc}"
+                common.update(maybe_billed=True)
+                rec.update(maybe_billed=True)
+                return (
+                    Failed(**common, reason=reason, error=exc, error_type=type(exc).__name__),
+                    ManifestRecord(**rec, status="failed", reason=reason,
+                                   error_type=type(exc).__name__, finished_at=now_iso()),
+                )
+            images = [] if self.out_dir is not None else result.images
+            return (
+                Done(**common, images=images, files=files, text=result.text,
+                     result=None if self.out_dir is not None else result),
+                ManifestRecord(**rec, status="done", files=files, finished_at=now_iso()),
+            )
+        reason = _reason(result)
+        if status == "blocked":
+            outcome: Outcome = Blocked(
+                **common, reason=reason, block_reason=result.block_reason,
+                finish_reason=result.finish_reason, result=result,
+            )
+        else:
+            outcome = NoImage(**common, reason=reason, finish_reason=result.finish_reason,
+                              text=result.text, result=result)
+        return outcome, ManifestRecord(**rec, status=status, reason=reason,
+                                       finished_at=now_iso())
+
+    async def adopt_existing(
+        self, item: WorkItem, started_at: str
+    ) -> tuple[Outcome, ManifestRecord] | None:
+        """An image already on disk under this item's final name, from an interrupted run."""
+        assert self.out_dir is not None
+        suffix = item.index if item.job.n > 1 else None
+        for mime in _ADOPTABLE:
+            name = image_file_name(item.key, item.job.id, suffix, extension_for(mime))
+            path = self.out_dir / name
+            if not path.is_file():  # a stat: cheap enough to do on the loop
+                continue
+            data = await anyio.Path(path).read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            files = [FileRecord(path=name, sha256=sha, mime_type=mime, bytes=len(data))]
+            reason = "adopted an image written before an interruption (not sent again)"
+            logger.info("%s: %s", item.key, reason)
+            job = item.job
+            return (
+                Done(key=item.key, job=job, index=item.index, model=item.model,
+                     files=files, maybe_billed=True),
+                ManifestRecord(
+                    key=item.key, id=job.id, status="done", reason=reason, files=files,
+                    model=item.model, prompt=job.prompt, index=item.index, line=job.line,
+                    maybe_billed=True, started_at=started_at, finished_at=now_iso(),
+                    metadata=job.metadata,
+                ),
+            )
+        return None
+
+    def _failed(
+        self, item: WorkItem, exc: BaseException, common: dict[str, Any],
+        rec: dict[str, Any], t0: float,
+    ) -> tuple[Outcome, ManifestRecord]:
+        attempts = getattr(exc, "attempts", 0)
+        maybe_billed = bool(getattr(exc, "maybe_billed", False))
+        latency = time.monotonic() - t0
+        reason = f"{type(exc).__name__}: {exc}"
+        common.update(attempts=attempts, maybe_billed=maybe_billed, latency=latency)
+        rec.update(attempts=attempts, maybe_billed=maybe_billed, latency=round(latency, 4))
+        return (
+            Failed(**common, reason=reason, error=exc, error_type=type(exc).__name__),
+            ManifestRecord(**rec, status="failed", reason=reason,
+                           error_type=type(exc).__name__, finished_at=now_iso()),
+        )
+
+    async def _request_for(self, item: WorkItem) -> wire.GenerateContentRequest:
+        parts = [wire.Part(text=item.job.prompt)]
+        for ref in item.job.images:
+            parts.append(await image_part(ref))
+        return build_request(
+            [wire.Content(role="user", parts=parts)],
+            aspect_ratio=item.aspect_ratio,
+            image_size=item.image_size,
+            seed=item.job.seed,
+            include_text=self.include_text,
+        )
+
+    async def _save(self, item: WorkItem, result: GenerateResult) -> list[FileRecord]:
+        if self.out_dir is None:
+            return []
+        files: list[FileRecord] = []
+        many = item.job.n > 1 or len(result.images) > 1
+        for i, image in enumerate(result.images):
+            suffix: int | None = None
+            if many:
+                suffix = item.index if len(result.images) == 1 else item.index * 100 + i
+            name = image_file_name(item.key, item.job.id, suffix, extension_for(image.mime_type))
+            sha = await write_atomic(self.out_dir / name, image.data)
+            files.append(FileRecord(path=name, sha256=sha, mime_type=image.mime_type,
+                                    bytes=len(image.data)))
+        return files
+
+
+def _reason(result: GenerateResult) -> str:
+    if result.block_reason:
+        msg = f": {result.block_reason_message}" if result.block_reason_message else ""
+        return f"prompt blocked ({result.block_reason}){msg}"
+    reason = result.finish_reason or "no finish reason"
+    if result.finish_message:
+        return f"{reason}: {result.finish_message}"
+    if result.text:
+        return f"{reason}: text only: {result.text[:200]}"
+    return reason
