@@ -31,8 +31,12 @@ from ._exceptions import (
     TransportError,
 )
 from ._image import Image
+from ._input import iter_input
 from ._job import Job
+from ._limits import Limiter, LimiterStats, RateLimiter, Slot
+from ._manifest import FileRecord, ManifestRecord, write_metadata_jsonl
 from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
+from ._pricing import PriceTable, load_prices
 from ._result import GenerateResult, Usage
 from ._retry import RetryPolicy
 from ._stats import BatchStats
@@ -56,13 +60,17 @@ __all__ = [
     "DecodeError",
     "Done",
     "Failed",
+    "FileRecord",
     "GenerateResult",
     "GenerationError",
     "Image",
     "ImageSafetyError",
     "InputError",
     "Job",
+    "Limiter",
+    "LimiterStats",
     "Limits",
+    "ManifestRecord",
     "NoImage",
     "NoImageError",
     "NotFoundError",
@@ -70,18 +78,24 @@ __all__ = [
     "OutputLockedError",
     "PermissionDeniedError",
     "PoolTimeout",
+    "PriceTable",
     "PromptBlockedError",
     "QuotaExhaustedError",
     "RateLimitError",
+    "RateLimiter",
     "ReadTimeout",
     "RetryPolicy",
     "ServerError",
+    "Slot",
     "TimeoutException",
     "Timeouts",
     "TransportError",
     "Usage",
     "__version__",
     "generate",
+    "iter_input",
+    "load_prices",
+    "write_metadata_jsonl",
 ]
 
 # Make public classes report their public module, as httpx does.

@@ -16,7 +16,7 @@ import anyio
 
 from .._batch import Batch, shard_of
 from .._client import AsyncClient
-from .._config import API_KEY_ENV, Timeouts
+from .._config import API_KEY_ENV, Limits, Timeouts
 from .._exceptions import CometgenError, ConfigError, InputError, OutputLockedError
 from .._input import iter_input
 from .._job import expand
@@ -69,6 +69,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=float, help="seconds per HTTP attempt (default 300)")
     p.add_argument("--job-timeout", type=float, help="seconds per item, retries included")
     p.add_argument("--shard", metavar="I/N", help="process only shard I (0-based) of N")
+    p.add_argument("--shared-limits", metavar="REDIS_URL",
+                   help="share --rpm/--ipm/--concurrency and the 429 gate with every process "
+                   "using this Redis (pip install cometgen[redis])")
+    p.add_argument("--limits-namespace", metavar="NAME",
+                   help="who shares the limits (default: a hash of the API key and base URL)")
     p.add_argument("--prices", metavar="FILE", help="TOML price table overriding the built-in")
     p.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV})")
     p.add_argument("--base-url", help="API base URL (default https://api.cometapi.com)")
@@ -143,7 +148,8 @@ async def _run_async(
                 adaptive = False
             print(
                 f"cometgen: no {API_KEY_ENV} set: using the built-in mock server at "
-                f"{server.url} (synthetic images, no cost)",
+                f"{server.url} (synthetic images; costs shown are what the real API would "
+                "charge)",
                 file=sys.stderr, flush=True,
             )
         elif adaptive is None:
@@ -159,6 +165,7 @@ async def _run_async(
                     max_attempts=settings.max_attempts,
                     max_ambiguous_retries=settings.retry_ambiguous,
                 ),
+                limits=Limits(shared=settings.shared_limits, namespace=settings.limits_namespace),
             )
         )
         batch = await stack.enter_async_context(
