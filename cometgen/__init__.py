@@ -1,5 +1,7 @@
 """cometgen: bulk, asyncio-first image generation with Gemini image models via CometAPI."""
 
+from msgspec import Struct as _Struct
+
 from ._batch import Batch
 from ._chat import AsyncChat
 from ._client import AsyncClient
@@ -17,6 +19,7 @@ from ._exceptions import (
     GenerationError,
     ImageSafetyError,
     InputError,
+    MergeConflictError,
     NoImageError,
     NotFoundError,
     OutputLockedError,
@@ -35,8 +38,10 @@ from ._input import iter_input
 from ._job import Job
 from ._limits import Limiter, LimiterStats, RateLimiter, Slot
 from ._manifest import FileRecord, ManifestRecord, write_metadata_jsonl
+from ._merge import MergeReport, merge_outputs
 from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
 from ._pricing import PriceTable, load_prices
+from ._redis_limits import RedisLimiter
 from ._result import GenerateResult, Usage
 from ._retry import RetryPolicy
 from ._stats import BatchStats
@@ -71,6 +76,8 @@ __all__ = [
     "LimiterStats",
     "Limits",
     "ManifestRecord",
+    "MergeConflictError",
+    "MergeReport",
     "NoImage",
     "NoImageError",
     "NotFoundError",
@@ -84,6 +91,7 @@ __all__ = [
     "RateLimitError",
     "RateLimiter",
     "ReadTimeout",
+    "RedisLimiter",
     "RetryPolicy",
     "ServerError",
     "Slot",
@@ -95,12 +103,18 @@ __all__ = [
     "generate",
     "iter_input",
     "load_prices",
+    "merge_outputs",
     "write_metadata_jsonl",
 ]
 
 # Make public classes report their public module, as httpx does.
+# msgspec Structs keep their module: msgspec resolves their annotations there.
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type | type(generate)) and _obj.__module__.startswith("cometgen._"):
+    if (
+        isinstance(_obj, type | type(generate))
+        and _obj.__module__.startswith("cometgen._")
+        and not (isinstance(_obj, type) and issubclass(_obj, _Struct))
+    ):
         _obj.__module__ = "cometgen"
 del _name, _obj

@@ -18,16 +18,16 @@ from pathlib import Path
 from types import TracebackType
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._client import AsyncClient
-from ._config import Limits
 from ._exceptions import (
     ConfigError,
     InputError,
 )
-from ._files import cleanup_temp_files
+from ._files import cleanup_temp_files, temp_name_for
 from ._item_runner import ItemRunner, now_iso
 from ._job import Job, WorkItem, expand, image_sha256
 from ._manifest import (
@@ -91,7 +91,9 @@ class Batch:
             raise ConfigError(f"shard must be I/N with 0 <= I < N, got {shard[0]}/{shard[1]}")
         if max_cost is not None and max_cost < 0:
             raise ConfigError(f"max_cost must be >= 0, got {max_cost!r}")
-        limits = Limits(
+        # replace(): keeps the client's other limits (shared Redis URL, namespace, lease TTL).
+        limits = msgspec.structs.replace(
+            client.limits,
             concurrency=concurrency,
             rpm=rpm if rpm is not None else client.limits.rpm,
             ipm=ipm if ipm is not None else client.limits.ipm,
@@ -135,25 +137,33 @@ class Batch:
     async def _open_out_dir(self, out_dir: Path) -> None:
         try:
             await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
-            probe = out_dir / f".cometgen-write-test-{os.getpid()}"
+            # A temp-pattern name: if a kill -9 lands between these calls, the next run's
+            # cleanup removes the probe.
+            probe = out_dir / temp_name_for(f"cometgen-write-test-{os.getpid()}")
             await anyio.Path(probe).write_bytes(b"")
-            await anyio.Path(probe).unlink()
+            await anyio.Path(probe).unlink(missing_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"output folder {os.fspath(out_dir)!r} is not writable: {exc.strerror or exc}"
             ) from exc
-        removed = await anyio.to_thread.run_sync(cleanup_temp_files, out_dir)
-        if removed:
-            logger.info("removed %d temp file(s) left by an interrupted run", removed)
-        self._state = await anyio.to_thread.run_sync(load_manifest, out_dir)
+        resuming = (out_dir / "manifest.jsonl").exists()
+        # Lock the folder first: the temp cleanup and the manifest read below must not race
+        # a run still writing here (its temp files would vanish under it mid-write).
+        writer = ManifestWriter(out_dir)
+        await writer.__aenter__()
+        try:
+            removed = await anyio.to_thread.run_sync(cleanup_temp_files, out_dir)
+            if removed:
+                logger.info("removed %d temp file(s) left by an interrupted run", removed)
+            self._state = await anyio.to_thread.run_sync(load_manifest, out_dir)
+        except BaseException:
+            await writer.__aexit__(None, None, None)
+            raise
+        self._writer = writer
         if self._state.corrupt_lines:
             logger.warning(
                 "ignored %d torn or invalid manifest line(s)", self._state.corrupt_lines
             )
-        # Lock the folder before reading the manifest, so two runs never both send an item.
-        resuming = (out_dir / "manifest.jsonl").exists()
-        self._writer = ManifestWriter(out_dir)
-        await self._writer.__aenter__()
         # A crash can leave images renamed into place whose records were not yet flushed:
         # on a resumed folder, such images are adopted instead of being paid for again.
         self._adopt = resuming
@@ -179,7 +189,13 @@ class Batch:
         # scope it was entered in, so no extra scope around it.
         writer, self._writer = self._writer, None
         if writer is not None:
-            await writer.__aexit__(None, None, None)
+            try:
+                await writer.__aexit__(None, None, None)
+            except OSError as exc:
+                # Disk full at the last flush: the run already stopped ("disk"); a rerun
+                # adopts the images whose records were lost instead of paying again.
+                self.stop("disk")
+                logger.error("cannot append to the manifest: %s", exc)
         if self.out_dir is not None:
             with anyio.CancelScope(shield=True):
                 try:

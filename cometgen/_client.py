@@ -35,6 +35,7 @@ from ._exceptions import (
 )
 from ._limits import RateLimiter
 from ._models import DEFAULT_MODEL, normalize_model
+from ._redis_limits import RedisLimiter, derive_namespace
 from ._request import ImageInput, build_request, image_part
 from ._result import GenerateResult, no_image_error
 from ._retry import RetryPolicy, RetryState, parse_retry_after
@@ -55,6 +56,8 @@ class _Shared:
     def __init__(self, transport: AiohttpTransport) -> None:
         self.transport = transport
         self.state: Literal["unopened", "opened", "closed"] = "unopened"
+        #: Shared (Redis) limiters made by this client and its copies, closed with it.
+        self.redis_limiters: list[RedisLimiter] = []
 
 
 class AsyncClient:
@@ -104,8 +107,8 @@ class AsyncClient:
             pool_timeout=self.timeouts.pool,
             total_timeout=self.timeouts.total,
         )
-        self._limiter = self._make_limiter(self.limits)
         self._shared = _Shared(transport)
+        self._limiter = self._make_limiter(self.limits)
         self._headers = self._build_headers()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -114,6 +117,8 @@ class AsyncClient:
         if self._shared.state == "closed":
             raise RuntimeError("this AsyncClient is closed; create a new one")
         self._shared.state = "opened"
+        if isinstance(self._limiter, RedisLimiter):
+            await self._limiter.open()  # fail fast when the shared-limits Redis is down
         return self
 
     async def __aexit__(
@@ -127,6 +132,8 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Close the connection pool (shielded from cancellation)."""
         self._shared.state = "closed"
+        for limiter in self._shared.redis_limiters:
+            await limiter.aclose()
         await self._shared.transport.aclose()
 
     def __repr__(self) -> str:
@@ -171,7 +178,21 @@ class AsyncClient:
             clone._headers = clone._build_headers()
         return clone
 
-    def _make_limiter(self, limits: Limits) -> RateLimiter:
+    def _make_limiter(self, limits: Limits) -> RateLimiter | RedisLimiter:
+        if limits.shared is not None:
+            limiter = RedisLimiter(
+                limits.shared,
+                namespace=limits.namespace
+                or derive_namespace(self._key.reveal(), self.base_url),
+                concurrency=limits.concurrency,
+                rpm=limits.rpm,
+                ipm=limits.ipm,
+                adaptive=limits.adaptive,
+                lease_ttl=limits.lease_ttl,
+                sleep=self._sleep,
+            )
+            self._shared.redis_limiters.append(limiter)
+            return limiter
         return RateLimiter(
             concurrency=limits.concurrency,
             rpm=limits.rpm,
@@ -182,7 +203,7 @@ class AsyncClient:
         )
 
     @property
-    def limiter(self) -> RateLimiter:
+    def limiter(self) -> RateLimiter | RedisLimiter:
         """The rate limiter (its ``window`` shows the adaptive concurrency)."""
         return self._limiter
 

@@ -18,6 +18,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_ATTEMPT_TIMEOUT = 300.0
 DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_CONCURRENCY = 16
+DEFAULT_LEASE_TTL = 10.0
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 AuthStyle = Literal["bearer", "x-goog-api-key"]
 OnNoImage = Literal["raise", "return"]
@@ -53,6 +55,13 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     rpm: float | None = None
     ipm: float | None = None
     adaptive: bool = False
+    #: ``redis://host:port/db``: share these limits (and the 429 gate) with every process
+    #: using the same Redis and ``namespace``; needs ``pip install cometgen[redis]``.
+    shared: str | None = None
+    #: Who shares: default a hash of the API key and base URL (never the key itself).
+    namespace: str | None = None
+    #: Seconds a crashed process can keep its shared concurrency slots (renewed while alive).
+    lease_ttl: float = DEFAULT_LEASE_TTL
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -61,6 +70,17 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"Limits.{name} must be > 0 or None, got {value!r}")
+        if self.shared is not None and not self.shared.startswith(_REDIS_SCHEMES):
+            raise ConfigError(
+                "Limits.shared must be a Redis URL (redis://, rediss:// or unix://), got "
+                f"{self.shared.split('://', 1)[0]!r}"
+            )
+        if self.namespace is not None and (
+            not self.namespace.strip() or len(self.namespace) > 200
+        ):
+            raise ConfigError("Limits.namespace must be a non-empty string (<= 200 chars)")
+        if not self.lease_ttl > 0:
+            raise ConfigError(f"Limits.lease_ttl must be > 0, got {self.lease_ttl!r}")
 
 
 class Secret:

@@ -4,6 +4,7 @@
     ├── ConfigError (also ValueError)       bad option value given to cometgen
     ├── InputError (also ValueError)        bad input line: file, line, field
     ├── OutputLockedError                   another run is writing the same output folder
+    ├── MergeConflictError                  merged output folders disagree about an item
     ├── TransportError                      no HTTP status came back
     │   ├── ConnectError                    could not connect: never sent
     │   ├── ConnectionDroppedError          sent, then the connection closed: ambiguous
@@ -49,6 +50,7 @@ __all__ = [
     "GenerationError",
     "ImageSafetyError",
     "InputError",
+    "MergeConflictError",
     "NoImageError",
     "NotFoundError",
     "OutputLockedError",
@@ -112,6 +114,15 @@ class InputError(CometgenError, ValueError):
 
 class OutputLockedError(CometgenError):
     """Another process is writing this output folder's manifest."""
+
+
+class MergeConflictError(CometgenError):
+    """Inputs disagree about a key (or two keys claim one file); nothing was written."""
+
+    def __init__(self, message: str, *, report: Any) -> None:
+        super().__init__(message)
+        #: The ``MergeReport`` with the conflicts found.
+        self.report = report
 
 
 class TransportError(CometgenError):

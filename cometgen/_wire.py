@@ -311,10 +311,15 @@ def decode_response(body: bytes | memoryview) -> GenerateContentResponse:
             raise DecodeError(f"Unexpected generateContent response: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise DecodeError(f"Response body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        # msgspec's depth guard, hit by deeply nested unknown fields: a hostile body.
+        raise DecodeError("Response body is nested too deeply") from None
     try:
         text_resp = _RESPONSE_TEXT_DECODER.decode(body)
     except msgspec.MsgspecError as exc:  # another error after the base64 one
         raise DecodeError(f"Unexpected generateContent response: {exc}") from exc
+    except RecursionError:
+        raise DecodeError("Response body is nested too deeply") from None
     return _response_from_text(text_resp)
 
 
@@ -364,7 +369,11 @@ def decode_request(body: bytes | memoryview) -> GenerateContentRequest:
         raw = _ANY_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise DecodeError(f"Request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise DecodeError("Request body is nested too deeply") from None
     try:
         return msgspec.convert(_normalize(raw, "$"), GenerateContentRequest)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"Invalid generateContent request: {exc}") from exc
+    except RecursionError:
+        raise DecodeError("Request body is nested too deeply") from None

@@ -37,6 +37,8 @@ class RunSettings:
     prices: str | None = None
     shard: str | None = None
     grace_period: float = 30.0
+    shared_limits: str | None = None
+    limits_namespace: str | None = None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -45,7 +47,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "retry_failed": (bool,), "max_attempts": (int,), "retry_ambiguous": (int,),
     "timeout": (int, float), "job_timeout": (int, float), "include_text": (bool,),
     "api_key": (str,), "base_url": (str,), "auth": (str,), "prices": (str,), "shard": (str,),
-    "grace_period": (int, float),
+    "grace_period": (int, float), "shared_limits": (str,), "limits_namespace": (str,),
 }
 
 
