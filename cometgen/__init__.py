@@ -37,8 +37,9 @@ from ._image import Image
 from ._input import iter_input
 from ._job import Job
 from ._limits import Limiter, LimiterStats, RateLimiter, Slot
-from ._manifest import FileRecord, ManifestRecord, write_metadata_jsonl
+from ._manifest import FileRecord, ManifestRecord
 from ._merge import MergeReport, merge_outputs
+from ._metadata import write_metadata_jsonl
 from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
 from ._pricing import PriceTable, load_prices
 from ._redis_limits import RedisLimiter

@@ -36,8 +36,8 @@ from ._manifest import (
     ManifestWriter,
     load_manifest,
     should_send,
-    write_metadata_jsonl,
 )
+from ._metadata import write_metadata_jsonl
 from ._outcomes import Done, Failed, Outcome
 from ._pricing import PriceTable, load_prices
 from ._stats import BatchStats

@@ -20,7 +20,8 @@ import msgspec
 
 from ._exceptions import ConfigError, MergeConflictError
 from ._files import fsync_dir, temp_name_for
-from ._manifest import MANIFEST_NAME, STATUS_DONE, STATUS_FAILED, write_metadata_jsonl
+from ._manifest import MANIFEST_NAME, STATUS_DONE, STATUS_FAILED
+from ._metadata import write_metadata_jsonl
 
 __all__ = ["MergeReport", "merge_outputs"]
 

@@ -28,8 +28,8 @@ from cometgen._manifest import (
     should_send,
     summarize,
     utc_now,
-    write_metadata_jsonl,
 )
+from cometgen._metadata import write_metadata_jsonl
 
 
 def _lines(out: Path) -> list[dict[str, Any]]:
