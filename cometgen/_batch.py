@@ -137,11 +137,12 @@ class Batch:
     async def _open_out_dir(self, out_dir: Path) -> None:
         try:
             await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
-            # A temp-pattern name: if a kill -9 lands between these calls, the next run's
-            # cleanup removes the probe.
+            # Shielded, so a cancel cannot leave the probe behind; a temp-pattern name, so
+            # the next run's cleanup removes it after a kill -9.
             probe = out_dir / temp_name_for(f"cometgen-write-test-{os.getpid()}")
-            await anyio.Path(probe).write_bytes(b"")
-            await anyio.Path(probe).unlink(missing_ok=True)
+            with anyio.CancelScope(shield=True):
+                await anyio.Path(probe).write_bytes(b"")
+                await anyio.Path(probe).unlink(missing_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"output folder {os.fspath(out_dir)!r} is not writable: {exc.strerror or exc}"

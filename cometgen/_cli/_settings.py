@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_CONCURRENCY
@@ -31,7 +31,7 @@ class RunSettings:
     timeout: float | None = None
     job_timeout: float | None = None
     include_text: bool = True
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never shown
     base_url: str | None = None
     auth: str = "bearer"
     prices: str | None = None
