@@ -19,7 +19,7 @@ from typing import Final, Literal
 import msgspec
 
 from ._exceptions import ConfigError, MergeConflictError
-from ._files import fsync_dir, temp_name_for
+from ._files import temp_name_for, write_atomic_sync
 from ._manifest import MANIFEST_NAME, STATUS_DONE, STATUS_FAILED
 from ._metadata import write_metadata_jsonl
 
@@ -187,7 +187,7 @@ def merge_outputs(
                        link, report)
         records.append(rec.raw)
     report.counts = counts
-    _write_file_atomic(out, MANIFEST_NAME, b"".join(records))
+    write_atomic_sync(os.path.join(out, MANIFEST_NAME), b"".join(records))
     report.metadata_lines = write_metadata_jsonl(out)
     return report
 
@@ -223,20 +223,3 @@ def _place(src: str, out: str, rel: str, made_dirs: set[str], link: bool,
         except FileNotFoundError:
             pass
         raise
-
-
-def _write_file_atomic(directory: str, name: str, data: bytes) -> None:
-    tmp = os.path.join(directory, temp_name_for(name))
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(directory)

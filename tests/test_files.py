@@ -67,9 +67,31 @@ async def test_cancel_during_write_leaves_nothing(
             return real(fd, data, fsync)
 
         monkeypatch.setattr(_files, "_sync_and_hash", cancel_then_sync)
-        await write_atomic(tmp_path / "big.png", os.urandom(1 << 20))
+        # Larger than the one-call size: the streamed (aiofiles) path.
+        await write_atomic(tmp_path / "big.png", os.urandom(_files._SMALL + 1))
     assert scope.cancelled_caught
     assert _names(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_cancel_during_small_write_leaves_all_or_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-call path cannot be abandoned: it finishes, then the cancel lands."""
+    real_fsync = os.fsync
+    data = os.urandom(1000)
+    with anyio.CancelScope() as scope:
+
+        def cancel_then_fsync(fd: int) -> None:
+            anyio.from_thread.run_sync(scope.cancel)
+            real_fsync(fd)
+
+        monkeypatch.setattr(_files.os, "fsync", cancel_then_fsync)
+        await write_atomic(tmp_path / "small.png", data)
+        await anyio.sleep(0)  # the pending cancel is delivered here, after the write
+    assert scope.cancelled_caught
+    assert _names(tmp_path) == ["small.png"]
+    assert (tmp_path / "small.png").read_bytes() == data
 
 
 @pytest.mark.anyio
@@ -101,14 +123,15 @@ async def test_timeout_mid_write_leaves_nothing_or_the_whole_file(tmp_path: Path
 async def test_enospc_propagates_as_oserror_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(fd: int, data: bytes, fsync: bool) -> str:
+    def disk_full(*args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_files, "_sync_and_hash", disk_full)
-    with pytest.raises(OSError) as info:
-        await write_atomic(tmp_path / "a.png", b"data")
-    assert info.value.errno == errno.ENOSPC
-    assert _names(tmp_path) == []
+    monkeypatch.setattr(_files.os, "fsync", disk_full)
+    for size in (4, _files._SMALL + 1):  # the one-call and the streamed path
+        with pytest.raises(OSError) as info:
+            await write_atomic(tmp_path / "a.png", b"d" * size)
+        assert info.value.errno == errno.ENOSPC
+        assert _names(tmp_path) == []
 
 
 @pytest.mark.anyio
