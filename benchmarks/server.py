@@ -1,0 +1,50 @@
+"""A minimal loopback server answering every POST with one fixed JSON body.
+
+``python benchmarks/server.py --body FILE [--port 0]`` prints
+``bench server listening on http://127.0.0.1:PORT`` and serves until SIGTERM. It reads the
+request body (like a real server) and does nothing else, so its per-request cost is only
+aiohttp's: the benchmark reports its CPU separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--body", required=True, help="file whose bytes are every answer")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    body = Path(args.body).read_bytes()
+    asyncio.run(_serve(body, args.port))
+
+
+async def _serve(body: bytes, port: int) -> None:
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application(client_max_size=100 * 1024 * 1024)
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+    await site.start()
+    host, real_port = runner.addresses[0][:2]
+    print(f"bench server listening on http://{host}:{real_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    main()
