@@ -400,7 +400,7 @@ class Batch:
         n_images = (len(outcome.files) or len(outcome.images)) if isinstance(outcome, Done) else 0
         self.stats.record(
             outcome.status, attempts=outcome.attempts, maybe_billed=outcome.maybe_billed,
-            latency=outcome.latency, cost=outcome.cost, images=n_images,
+            latency=outcome.latency, cost=outcome.cost, images=n_images, key=outcome.key,
         )
         await out.send(outcome)
 

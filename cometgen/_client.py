@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import nullcontext
 from types import TracebackType
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from ._chat import AsyncChat
 from ._config import (
     DEFAULT_API_VERSION,
     DEFAULT_MAX_CONNECTIONS,
+    RATE_HEADROOM,
     AuthStyle,
     Limits,
     OnNoImage,
@@ -185,8 +187,8 @@ class AsyncClient:
                 namespace=limits.namespace
                 or derive_namespace(self._key.reveal(), self.base_url),
                 concurrency=limits.concurrency,
-                rpm=limits.rpm,
-                ipm=limits.ipm,
+                rpm=_paced(limits.rpm),
+                ipm=_paced(limits.ipm),
                 adaptive=limits.adaptive,
                 lease_ttl=limits.lease_ttl,
                 sleep=self._sleep,
@@ -195,8 +197,8 @@ class AsyncClient:
             return limiter
         return RateLimiter(
             concurrency=limits.concurrency,
-            rpm=limits.rpm,
-            ipm=limits.ipm,
+            rpm=_paced(limits.rpm),
+            ipm=_paced(limits.ipm),
             adaptive=limits.adaptive,
             clock=self._clock,
             sleep=self._sleep,
@@ -332,7 +334,8 @@ class AsyncClient:
         state = RetryState()
         url = self._url(model)
         try:
-            with anyio.fail_after(timeout):
+            # No deadline, no cancel scope: a scope per call costs ~6% CPU at small bodies.
+            with anyio.fail_after(timeout) if timeout is not None else nullcontext():
                 while True:
                     try:
                         response = await self._attempt(url, body, images)
@@ -399,3 +402,7 @@ def _status_error(raw: RawResponse) -> APIStatusError:
         reason=info.reason,
         body=info.body,
     )
+
+
+def _paced(per_minute: float | None) -> float | None:
+    return None if per_minute is None else per_minute * RATE_HEADROOM

@@ -18,6 +18,9 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_ATTEMPT_TIMEOUT = 300.0
 DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_CONCURRENCY = 16
+#: Requests and images are paced this fraction under the configured per-minute limits, so
+#: timing jitter between client and server never fits one request too many in a window.
+RATE_HEADROOM = 0.99
 DEFAULT_LEASE_TTL = 10.0
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -35,6 +35,8 @@ class BatchStats:
     images: int = 0
     retries: int = 0
     maybe_billed: int = 0
+    #: Keys of this run's items that may have been billed without a result (first 1,000).
+    maybe_billed_keys: list[str] = field(default_factory=list)
     cost: float = 0.0
     #: Cost of the items not yet sent, projected from the price table.
     stop_reason: str | None = None
@@ -46,11 +48,14 @@ class BatchStats:
         return self.done + self.blocked + self.no_image + self.failed
 
     def record(self, status: str, *, attempts: int, maybe_billed: bool,
-               latency: float | None, cost: float | None, images: int) -> None:
+               latency: float | None, cost: float | None, images: int,
+               key: str | None = None) -> None:
         setattr(self, status, getattr(self, status) + 1)
         self.retries += max(0, attempts - 1)
         if maybe_billed:
             self.maybe_billed += 1
+            if key is not None and status != "done" and len(self.maybe_billed_keys) < 1000:
+                self.maybe_billed_keys.append(key)
         if latency is not None:
             self._latencies.append(latency)
         if cost:

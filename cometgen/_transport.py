@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -126,7 +127,7 @@ class AiohttpTransport:
         phase = _Phase()
         total = self._total_timeout if timeout is not None and timeout < 0 else timeout
         try:
-            with anyio.fail_after(total):
+            with anyio.fail_after(total) if total is not None else nullcontext():
                 if self._pool_timeout is not None:
                     return await self._post_with_pool_deadline(session, url, headers, body, phase)
                 return await self._send(session, url, headers, body, phase)

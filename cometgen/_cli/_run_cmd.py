@@ -233,14 +233,13 @@ async def _run_async(
     if interrupted and stats.stop_reason is None:
         stats.stop_reason = "interrupted"
     return _finish(args, stats.as_dict(), out_dir=args.out_dir, printed=printed,
-                   interrupted=interrupted)
+                   interrupted=interrupted, maybe_billed_keys=stats.maybe_billed_keys)
 
 
 def _finish(args: argparse.Namespace, summary: dict[str, Any], *, out_dir: str,
-            printed: int, interrupted: bool) -> int:
-    state = load_manifest(Path(out_dir))
-    maybe_billed = sorted(state.maybe_billed_keys)
-    summary["maybe_billed_keys"] = maybe_billed[:1000]
+            printed: int, interrupted: bool, maybe_billed_keys: list[str]) -> int:
+    maybe_billed = sorted(maybe_billed_keys)
+    summary["maybe_billed_keys"] = maybe_billed
     summary["manifest"] = os.path.join(out_dir, "manifest.jsonl")
     stop = summary.get("stop_reason")
     if interrupted or stop == "interrupted":
