@@ -4,38 +4,36 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Final
 
 import anyio
 
 from ._exceptions import ConfigError
+from ._files import extension_for, write_atomic
 
-_MAGIC: tuple[tuple[bytes, int, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
-    (b"\xff\xd8\xff", 0, "image/jpeg"),
-    (b"GIF8", 0, "image/gif"),
-)
-_EXTENSIONS = {
-    "image/png": "png",
-    "image/jpeg": "jpg",
-    "image/webp": "webp",
-    "image/heic": "heic",
-    "image/heif": "heif",
-    "image/gif": "gif",
-}
+_HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
+                                 b"hevm", b"hevs"})
+_HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1", b"heif"})
 
 
 def sniff_mime_type(data: bytes) -> str | None:
     """The image MIME type from the first bytes, or None when not recognised."""
-    for magic, offset, mime in _MAGIC:
-        if data[offset : offset + len(magic)] == magic:
-            return mime
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"GIF8"):
+        return "image/gif"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    if data[4:8] == b"ftyp":
-        brand = data[8:12]
-        if brand in (b"heic", b"heix", b"hevc", b"hevx"):
+    if data[4:8] == b"ftyp" and len(data) >= 12:
+        box = min(int.from_bytes(data[:4], "big"), len(data))
+        brands = {data[8:12]} | {data[i:i + 4] for i in range(16, box - 3, 4)}
+        if data[8:12] in (b"avif", b"avis"):
+            return None
+        if brands & _HEIC_BRANDS:
             return "image/heic"
-        if brand in (b"mif1", b"msf1", b"heif"):
+        if brands & _HEIF_BRANDS:
             return "image/heif"
     return None
 
@@ -71,15 +69,13 @@ class Image:
     @property
     def extension(self) -> str:
         """File extension without the dot, from the MIME type (``jpg``, ``png``...)."""
-        return _EXTENSIONS.get(self.mime_type, "bin")
+        return extension_for(self.mime_type)
 
     async def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temp file + fsync + rename). A directory gets ``image.<ext>``.
 
         Returns the final path.
         """
-        from ._files import write_atomic
-
         target = Path(path)
         if await anyio.Path(target).is_dir():
             target = target / f"image.{self.extension}"

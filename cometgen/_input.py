@@ -20,6 +20,7 @@ from typing import IO, Any, Final
 import msgspec
 
 from ._exceptions import InputError
+from ._image import sniff_mime_type
 from ._job import Job, check_id, check_options, spec_for, type_name
 from ._models import DEFAULT_MODEL
 
@@ -402,29 +403,16 @@ def _sniff_file(path: str, mtime_ns: int, size: int) -> str | None:
     return None
 
 
-_HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
-                                 b"hevm", b"hevs"})
-_HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1", b"heif"})
+#: Reference image types the API accepts.
+ACCEPTED_IMAGE_TYPES: Final = frozenset(
+    {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
+)
 
 
 def sniff_image_type(data: bytes) -> str | None:
     """The MIME type of image bytes from their magic number, if the API accepts it."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[4:8] == b"ftyp" and len(data) >= 12:
-        box = min(int.from_bytes(data[:4], "big"), len(data))
-        brands = {data[8:12]} | {data[i:i + 4] for i in range(16, box - 3, 4)}
-        if data[8:12] in (b"avif", b"avis"):
-            return None
-        if brands & _HEIC_BRANDS:
-            return "image/heic"
-        if brands & _HEIF_BRANDS:
-            return "image/heif"
-    return None
+    mime = sniff_mime_type(data)
+    return mime if mime in ACCEPTED_IMAGE_TYPES else None
 
 
 def read_reference_image(path: str | os.PathLike[str]) -> tuple[bytes, str]:
