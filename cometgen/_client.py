@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -48,7 +47,6 @@ __all__ = ["AsyncClient"]
 
 logger = logging.getLogger("cometgen")
 
-_REQUEST_ID_RE = re.compile(r"request id: ([\w-]+)")
 _UNSET: Any = object()
 
 
@@ -387,9 +385,6 @@ def _status_error(raw: RawResponse) -> APIStatusError:
         or raw.headers.get("x-goog-request-id")
         or info.request_id
     )
-    if request_id is None:
-        match = _REQUEST_ID_RE.search(info.message)
-        request_id = match.group(1) if match else None
     cls = status_error_class(raw.status, quota_id=info.quota_id, reason=info.reason)
     return cls(
         info.message,
