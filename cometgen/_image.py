@@ -79,7 +79,7 @@ class Image:
         target = Path(path)
         if await anyio.Path(target).is_dir():
             target = target / f"image.{self.extension}"
-        await write_atomic(target, self.data)
+        await write_atomic(target, self.data, digest=False)
         return target
 
     def __repr__(self) -> str:

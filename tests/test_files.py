@@ -62,9 +62,9 @@ async def test_cancel_during_write_leaves_nothing(
     real = _files._sync_and_hash
     with anyio.CancelScope() as scope:
 
-        def cancel_then_sync(fd: int, data: bytes, fsync: bool) -> str:
+        def cancel_then_sync(fd: int, data: bytes, fsync: bool, digest: bool) -> str:
             anyio.from_thread.run_sync(scope.cancel)
-            return real(fd, data, fsync)
+            return real(fd, data, fsync, digest)
 
         monkeypatch.setattr(_files, "_sync_and_hash", cancel_then_sync)
         # Larger than the one-call size: the streamed (aiofiles) path.
@@ -315,3 +315,12 @@ def test_image_file_name_rejects_bad_extension() -> None:
 )
 def test_extension_for(mime: str, ext: str) -> None:
     assert extension_for(mime) == ext
+
+
+@pytest.mark.anyio
+async def test_write_atomic_without_digest_returns_empty(tmp_path: Path) -> None:
+    small, big = b"x" * 10, os.urandom(_files._SMALL + 1)
+    assert await write_atomic(tmp_path / "a.png", small, digest=False) == ""
+    assert await write_atomic(tmp_path / "b.png", big, digest=False) == ""
+    assert (tmp_path / "a.png").read_bytes() == small
+    assert (tmp_path / "b.png").read_bytes() == big
