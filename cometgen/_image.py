@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Final
 
 import anyio
+import msgspec
 
 from ._exceptions import ConfigError
 from ._files import extension_for, write_atomic
+from ._wire import signature_text
 
 _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
                                  b"hevm", b"hevs"})
@@ -41,18 +43,27 @@ def sniff_mime_type(data: bytes) -> str | None:
 class Image:
     """An image: ``data`` (bytes), ``mime_type``, ``extension``; ``await image.save(path)``."""
 
-    __slots__ = ("data", "mime_type", "thought_signature")
+    __slots__ = ("_signature", "data", "mime_type")
 
     def __init__(
-        self, data: bytes, mime_type: str | None = None, *, thought_signature: str | None = None
+        self,
+        data: bytes,
+        mime_type: str | None = None,
+        *,
+        thought_signature: str | msgspec.Raw | None = None,
     ) -> None:
         mime = mime_type or sniff_mime_type(data)
         if mime is None:
             raise ConfigError("cannot tell the image type from its bytes; pass mime_type=")
         self.data = data
         self.mime_type = mime
-        #: The signature the model attached to this part (base64 text), if any.
-        self.thought_signature = thought_signature
+        # Kept raw (zero-copy) until asked for: it can be ~3 MB and is rarely read.
+        self._signature = thought_signature
+
+    @property
+    def thought_signature(self) -> str | None:
+        """The signature the model attached to this part (base64 text), if any."""
+        return signature_text(self._signature)
 
     @classmethod
     async def from_file(cls, path: str | os.PathLike[str]) -> Image:

@@ -19,6 +19,7 @@ from ._exceptions import DecodeError
 from ._wire_errors import ErrorInfo, parse_duration, parse_error_body
 
 __all__ = [
+    "NO_SIGNATURE",
     "Candidate",
     "Content",
     "ErrorInfo",
@@ -42,6 +43,8 @@ __all__ = [
     "encode_request",
     "parse_duration",
     "parse_error_body",
+    "signature",
+    "signature_text",
 ]
 
 
@@ -66,21 +69,49 @@ class FileData(_Wire):
     file_uri: str = ""
 
 
+#: The value of an absent ``thoughtSignature``.
+NO_SIGNATURE = msgspec.Raw()
+
+
+def signature(text: str) -> msgspec.Raw:
+    """A ``Part.thought_signature`` value from its base64 text."""
+    return msgspec.Raw(_ENCODER.encode(text))
+
+
 class Part(_Wire):
-    """One part of a turn: text, inline bytes or a file reference, maybe a thought."""
+    """One part of a turn: text, inline bytes or a file reference, maybe a thought.
+
+    ``thought_signature`` is the raw JSON token (``msgspec.Raw``, empty when absent): it is
+    only echoed back in multi-turn history and can be ~3 MB, so decoding never copies it.
+    ``thought_signature_text()`` gives the base64 text, ``decoded_thought_signature()`` bytes.
+    """
 
     text: str | None = None
     inline_data: InlineData | None = None
     file_data: FileData | None = None
     thought: bool | None = None
-    # Kept as the base64 text: it is only echoed back in multi-turn history and can be ~3 MB.
-    thought_signature: str | None = None
+    thought_signature: msgspec.Raw = NO_SIGNATURE
+
+    def thought_signature_text(self) -> str | None:
+        """The thought signature's base64 text, or ``None``; ``DecodeError`` if not a string."""
+        return signature_text(self.thought_signature)
 
     def decoded_thought_signature(self) -> bytes | None:
         """The thought signature as bytes, or ``None``; raises ``ValueError`` if not base64."""
-        if self.thought_signature is None:
-            return None
-        return b64decode_tolerant(self.thought_signature)
+        text = self.thought_signature_text()
+        return None if text is None else b64decode_tolerant(text)
+
+
+def signature_text(raw: msgspec.Raw | str | None) -> str | None:
+    """The text of a raw ``thoughtSignature`` token (a ``str`` passes through)."""
+    if raw is None or isinstance(raw, str):
+        return raw
+    if not raw:
+        return None
+    try:
+        return _STR_DECODER.decode(raw)
+    except msgspec.MsgspecError as exc:
+        raise DecodeError(f"thoughtSignature is not a string: {exc}") from None
 
 
 class Content(_Wire):
@@ -226,7 +257,7 @@ class _PartText(_Wire):
     inline_data: _InlineDataText | None = None
     file_data: FileData | None = None
     thought: bool | None = None
-    thought_signature: str | None = None
+    thought_signature: msgspec.Raw = NO_SIGNATURE
 
 
 class _ContentText(_Wire):
@@ -255,6 +286,7 @@ _ENCODER = msgspec.json.Encoder()
 _RESPONSE_DECODER = msgspec.json.Decoder(GenerateContentResponse)
 _RESPONSE_TEXT_DECODER = msgspec.json.Decoder(_GenerateContentResponseText)
 _ANY_DECODER = msgspec.json.Decoder()
+_STR_DECODER = msgspec.json.Decoder(str)
 
 _T = TypeVar("_T", bound=Struct)
 
@@ -351,6 +383,8 @@ def _normalize(node: Any, path: str, parent_key: str = "") -> Any:
                     raise DecodeError(
                         f"Invalid generateContent request: {exc} - at `{path}.{name}`"
                     ) from None
+            elif name == "thoughtSignature" and isinstance(value, str):
+                out[name] = signature(value)
             else:
                 out[name] = _normalize(value, f"{path}.{name}", name)
         return out

@@ -28,6 +28,7 @@ from cometgen._wire import (
     decode_request,
     decode_response,
     encode_request,
+    signature,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
@@ -74,7 +75,7 @@ def test_recorded_response_decodes(name: str) -> None:
         assert part.text == raw_part.get("text")
         assert part.thought == raw_part.get("thought")
         # Signatures stay the exact base64 text, to be echoed back verbatim.
-        assert part.thought_signature == raw_part.get("thoughtSignature")
+        assert part.thought_signature_text() == raw_part.get("thoughtSignature")
         if "inlineData" in raw_part:
             assert part.inline_data is not None
             mime = raw_part["inlineData"]["mimeType"]
@@ -245,7 +246,7 @@ def test_thought_parts_are_not_final() -> None:
     resp = decode_response(body)
     assert resp.text() == "Here it is."
     [image] = resp.image_parts()
-    assert image.thought_signature == "EtAD"
+    assert image.thought_signature_text() == "EtAD"
     assert image.inline_data is not None and image.inline_data.data.startswith(b"\x89PNG")
 
 
@@ -324,9 +325,9 @@ def _full_request() -> GenerateContentRequest:
                 Part(file_data=FileData(mime_type="image/png", file_uri="files/abc")),
             ]),
             Content(role="model", parts=[
-                Part(text="Done.", thought_signature="EpQB"),
+                Part(text="Done.", thought_signature=signature("EpQB")),
                 Part(inline_data=InlineData(mime_type="image/png", data=b"\x89PNG"),
-                     thought_signature="EtAD"),
+                     thought_signature=signature("EtAD")),
             ]),
         ],
         system_instruction=Content(role="user", parts=[Part(text="Be brief.")]),
@@ -431,3 +432,27 @@ def test_decode_request_accepts_sdk_style_body() -> None:
 def test_decode_request_errors(body: bytes, match: str) -> None:
     with pytest.raises(DecodeError, match=match):
         decode_request(body)
+
+
+def test_thought_signature_is_kept_raw_and_round_trips() -> None:
+    """The ~3 MB signature is not copied into a str on decode, yet echoes back verbatim."""
+    name = "gemini-3-pro-image_sea-otter_image-only.json"
+    body = response_body(name)
+    resp = decode_response(body)
+    part = resp.candidates[0].content.parts[0]  # type: ignore[union-attr]
+    assert isinstance(part.thought_signature, msgspec.Raw)
+    text = part.thought_signature_text()
+    assert text is not None and len(text) > 2_000_000
+    assert text == raw_parts(name)[0]["thoughtSignature"]
+    history = GenerateContentRequest(contents=[resp.candidates[0].content])  # type: ignore[list-item]
+    echoed = msgspec.json.decode(encode_request(history))
+    assert echoed["contents"][0]["parts"][0]["thoughtSignature"] == text
+    assert Part().thought_signature_text() is None
+    assert "thoughtSignature" not in msgspec.json.decode(encode_request(
+        GenerateContentRequest(contents=[Content(parts=[Part(text="x")])])))["contents"][0]["parts"][0]
+
+
+def test_non_string_thought_signature_is_a_clear_error() -> None:
+    resp = decode_response(b'{"candidates":[{"content":{"parts":[{"thoughtSignature":5}]}}]}')
+    with pytest.raises(DecodeError, match="thoughtSignature is not a string"):
+        resp.candidates[0].content.parts[0].thought_signature_text()  # type: ignore[union-attr]
