@@ -371,7 +371,12 @@ class AsyncClient:
                     )
                 raise error
             try:
-                response = wire.decode_response(raw.body)
+                transport = self._shared.transport
+                if len(raw.body) >= transport.pacer.large:
+                    async with transport.pacer.decoding():
+                        response = wire.decode_response(raw.body)
+                else:
+                    response = wire.decode_response(raw.body)
             finally:
                 raw = None  # type: ignore[assignment]  # drop the body buffer early
             slot.succeeded()
@@ -379,7 +384,8 @@ class AsyncClient:
 
 
 def _status_error(raw: RawResponse) -> APIStatusError:
-    info = wire.parse_error_body(raw.body, status_code=raw.status, reason_phrase=raw.reason)
+    body = raw.body if isinstance(raw.body, bytes) else bytes(raw.body)
+    info = wire.parse_error_body(body, status_code=raw.status, reason_phrase=raw.reason)
     request_id = (
         raw.headers.get("x-request-id")
         or raw.headers.get("x-goog-request-id")

@@ -22,6 +22,14 @@ DEFAULT_CONCURRENCY = 16
 #: timing jitter between client and server never fits one request too many in a window.
 RATE_HEADROOM = 0.99
 DEFAULT_LEASE_TTL = 10.0
+#: Response bodies from this size on are "large" (a 2K/4K image, a ~3 MB thoughtSignature):
+#: they are read by at most LARGE_BODY_READERS tasks at once and decoded one per loop
+#: iteration, so a burst of them cannot stall the event loop for tens of milliseconds.
+LARGE_BODY_BYTES = 1 << 20
+LARGE_BODY_READERS = 4
+#: A large body waits at most this long for a reader slot, then is read anyway: a slow
+#: network (slots held for long) must not throttle a run.
+LARGE_BODY_PATIENCE = 0.5
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 AuthStyle = Literal["bearer", "x-goog-api-key"]

@@ -27,6 +27,7 @@ from ._exceptions import (
     ReadTimeout,
     TransportError,
 )
+from ._pacing import BodyPacer
 
 __all__ = ["AiohttpTransport", "RawResponse"]
 
@@ -36,7 +37,8 @@ class RawResponse:
     status: int
     reason: str
     headers: Mapping[str, str]
-    body: bytes
+    #: A large body is read into a bytearray of its Content-Length (no final join copy).
+    body: bytes | bytearray
 
 
 class _Phase:
@@ -77,8 +79,10 @@ class AiohttpTransport:
         pool_timeout: float | None,
         total_timeout: float | None,
         ssl_context: ssl.SSLContext | None = None,
+        pacer: BodyPacer | None = None,
     ) -> None:
         self._max_connections = max_connections
+        self.pacer = pacer if pacer is not None else BodyPacer()
         self._connect_timeout = connect_timeout
         self._pool_timeout = pool_timeout
         self._total_timeout = total_timeout
@@ -174,7 +178,12 @@ class AiohttpTransport:
             url, data=body, headers=dict(headers), trace_request_ctx=phase, allow_redirects=False
         ) as resp:
             phase.stage = "sent"
-            data = await resp.read()
+            size = resp.content_length
+            if self.pacer.is_large(size) and "Content-Encoding" not in resp.headers:
+                async with self.pacer.reading():
+                    data: bytes | bytearray = await _read_exactly(resp, size or 0)
+            else:
+                data = await resp.read()
             return RawResponse(
                 status=resp.status,
                 reason=resp.reason or "",
@@ -187,6 +196,22 @@ class AiohttpTransport:
         if session is not None and not session.closed:
             with anyio.CancelScope(shield=True):
                 await session.close()
+
+
+async def _read_exactly(resp: aiohttp.ClientResponse, size: int) -> bytearray:
+    """Read a body of known size into one buffer as it arrives: no 4 MB join at the end."""
+    buf = bytearray(size)
+    filled = 0
+    with memoryview(buf) as view:
+        async for chunk in resp.content.iter_any():
+            end = filled + len(chunk)
+            if end > size:
+                raise aiohttp.ClientPayloadError("response body longer than its Content-Length")
+            view[filled:end] = chunk
+            filled = end
+    if filled != size:
+        raise aiohttp.ClientPayloadError("response body shorter than its Content-Length")
+    return buf
 
 
 def _timeout_for(phase: _Phase, total: float | None) -> TransportError:

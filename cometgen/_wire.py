@@ -330,7 +330,7 @@ def _is_base64_error(exc: msgspec.ValidationError) -> bool:
     return "base64" in str(exc)
 
 
-def decode_response(body: bytes | memoryview) -> GenerateContentResponse:
+def decode_response(body: bytes | bytearray | memoryview) -> GenerateContentResponse:
     """Decode a ``generateContent`` response body; raise ``DecodeError`` if it is not one.
 
     Inline image data is decoded to bytes in the same pass. Non-standard base64 (URL-safe or

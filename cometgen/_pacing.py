@@ -1,0 +1,65 @@
+"""Pacing of large response bodies, so that a burst of them keeps the event loop responsive.
+
+On a fast link, 64 multi-MB bodies arriving at once would otherwise be read (64 sockets per
+loop iteration) and decoded (~3 ms each) in the same iterations, and every other task on the
+loop (a web app's handlers) would wait tens of milliseconds. ``BodyPacer`` bounds both: at
+most ``readers`` large bodies stream at once (the others wait in their socket buffers, with
+TCP flow control pausing the sender) and large bodies are decoded one per loop iteration.
+The reader limit is soft: after ``patience`` seconds a body is read anyway, so slow
+downloads holding the slots never throttle a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from ._config import LARGE_BODY_BYTES, LARGE_BODY_PATIENCE, LARGE_BODY_READERS
+
+__all__ = ["BodyPacer"]
+
+
+class BodyPacer:
+    """Soft limit on concurrent large-body reads, and one large decode per loop iteration."""
+
+    def __init__(
+        self,
+        *,
+        large: int = LARGE_BODY_BYTES,
+        readers: int = LARGE_BODY_READERS,
+        patience: float = LARGE_BODY_PATIENCE,
+    ) -> None:
+        if readers < 1:
+            raise ValueError("readers must be >= 1")
+        self.large = large
+        self.patience = patience
+        self._readers = anyio.Semaphore(readers)
+        self._turn = anyio.Lock()
+        #: Reads that gave up waiting for a slot (for tests and diagnostics).
+        self.impatient_reads = 0
+
+    def is_large(self, size: int | None) -> bool:
+        return size is not None and size >= self.large
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[None]:
+        """Hold a reader slot while streaming one large body (or go ahead after ``patience``)."""
+        acquired = False
+        with anyio.move_on_after(self.patience):
+            await self._readers.acquire()
+            acquired = True
+        if not acquired:
+            self.impatient_reads += 1
+        try:
+            yield
+        finally:
+            if acquired:
+                self._readers.release()
+
+    @asynccontextmanager
+    async def decoding(self) -> AsyncIterator[None]:
+        """Take the decode turn: acquiring yields once, so turns land in distinct iterations."""
+        async with self._turn:
+            yield

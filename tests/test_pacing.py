@@ -1,0 +1,138 @@
+"""Large response bodies: soft-limited concurrent reads, one decode per loop iteration."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+import cometgen
+from cometgen import _transport
+from cometgen._pacing import BodyPacer
+from cometgen.testing import MockServer
+
+pytestmark = pytest.mark.anyio
+
+PRO_FIXTURE = Path(__file__).parent / "fixtures" / "recorded" / (
+    "gemini-3-pro-image_sea-otter_image-only.json"
+)
+PRO = "gemini-3-pro-image-preview"
+
+
+async def test_reader_slots_bound_concurrent_large_reads() -> None:
+    pacer = BodyPacer(readers=2, patience=30)
+    inside = peak = 0
+
+    async def read() -> None:
+        nonlocal inside, peak
+        async with pacer.reading():
+            inside += 1
+            peak = max(peak, inside)
+            await anyio.sleep(0.01)
+            inside -= 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(read)
+    assert peak == 2 and pacer.impatient_reads == 0
+
+
+async def test_a_read_waits_at_most_patience_then_goes_ahead() -> None:
+    pacer = BodyPacer(readers=1, patience=0.05)
+    held = anyio.Event()
+    release = anyio.Event()
+
+    async def hog() -> None:
+        async with pacer.reading():
+            held.set()
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hog)
+        await held.wait()
+        with anyio.fail_after(5):
+            async with pacer.reading():  # the slot is still held: goes ahead after patience
+                pass
+        release.set()
+    assert pacer.impatient_reads == 1
+    async with pacer.reading():  # the hog released its slot
+        pass
+
+
+async def test_decode_turns_are_exclusive_and_in_distinct_iterations() -> None:
+    pacer = BodyPacer()
+    order: list[str] = []
+
+    async def decode(name: str) -> None:
+        async with pacer.decoding():
+            order.append(f"{name}+")
+            order.append(f"{name}-")  # nothing else can run between: no await here
+
+    async def other() -> None:
+        for _ in range(3):
+            order.append("tick")
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        for name in "abc":
+            tg.start_soon(decode, name)
+        tg.start_soon(other)
+    turns = [x for x in order if x != "tick"]
+    assert turns == ["a+", "a-", "b+", "b-", "c+", "c-"]
+    # The ticking task got the loop between turns: decodes never all run back to back.
+    assert order.index("tick") < order.index("c+")
+
+
+def test_reader_count_is_validated() -> None:
+    with pytest.raises(ValueError):
+        BodyPacer(readers=0)
+
+
+async def test_many_large_responses_decode_exactly(tmp_path: Path) -> None:
+    """The 4 MB recorded response, 12 at once: the paced read path returns every byte."""
+    recorded = json.loads(PRO_FIXTURE.read_text())["response"]
+    part = recorded["candidates"][0]["content"]["parts"][0]
+    expected = base64.b64decode(part["inlineData"]["data"])
+    reads: list[int] = []
+    real = _transport._read_exactly
+
+    async def counting(resp: object, size: int) -> bytearray:
+        reads.append(size)
+        return await real(resp, size)  # type: ignore[arg-type]
+
+    _transport._read_exactly = counting  # type: ignore[assignment]
+    try:
+        async with MockServer(replay=PRO_FIXTURE) as server, cometgen.AsyncClient(
+            api_key="k", base_url=server.url, model=PRO,
+            limits=cometgen.Limits(concurrency=12),
+        ) as client:
+            results: list[cometgen.GenerateResult] = []
+
+            async def one(i: int) -> None:
+                results.append(await client.generate(f"otter {i}", include_text=False))
+
+            async with anyio.create_task_group() as tg:
+                for i in range(12):
+                    tg.start_soon(one, i)
+            saved = await results[0].images[0].save(tmp_path / "otter.jpg")
+    finally:
+        _transport._read_exactly = real  # type: ignore[assignment]
+    assert len(reads) == 12 and all(size > 4_000_000 for size in reads)
+    for result in results:
+        (image,) = result.images
+        assert image.data == expected
+        assert image.thought_signature == part["thoughtSignature"]
+    assert saved.read_bytes() == expected
+
+
+async def test_truncated_large_body_is_a_dropped_connection() -> None:
+    async with MockServer(replay=PRO_FIXTURE) as server, cometgen.AsyncClient(
+        api_key="k", base_url=server.url, model=PRO,
+        retry=cometgen.RetryPolicy(max_attempts=1),
+    ) as client:
+        with pytest.raises(cometgen.ConnectionDroppedError) as info:
+            await client.generate("otter [[mock:truncate]]")
+    assert info.value.maybe_billed
