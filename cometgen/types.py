@@ -25,6 +25,7 @@ from ._wire import (
     decode_request,
     decode_response,
     encode_request,
+    signature,
 )
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "decode_request",
     "decode_response",
     "encode_request",
+    "signature",
 ]
