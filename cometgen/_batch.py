@@ -150,7 +150,9 @@ class Batch:
         resuming = (out_dir / "manifest.jsonl").exists()
         # Lock the folder first: the temp cleanup and the manifest read below must not race
         # a run still writing here (its temp files would vanish under it mid-write).
-        writer = ManifestWriter(out_dir)
+        # sync_files: the images are written without an fsync each (see ItemRunner._save);
+        # each manifest flush makes them durable before the records naming them.
+        writer = ManifestWriter(out_dir, sync_files=True)
         await writer.__aenter__()
         try:
             removed = await anyio.to_thread.run_sync(cleanup_temp_files, out_dir)

@@ -4,6 +4,8 @@ An image is first written to a temp file in the same directory as its final name
 ``.{final_name}.{12 hex}.tmp``, fsynced, then renamed into place with ``os.replace``.
 A reader (or a resumed run) therefore sees either no file or the complete file, never a
 truncated one. Temp files left behind by ``kill -9`` are removed by ``cleanup_temp_files``.
+With ``fsync=False`` the caller makes the files durable later, many at once, with
+``sync_files`` (what ``Batch`` does, once per manifest flush).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import hashlib
 import os
 import re
 import secrets
+import sys
 import unicodedata
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import aiofiles
@@ -27,6 +31,7 @@ __all__ = [
     "image_file_name",
     "is_temp_name",
     "safe_stem",
+    "sync_files",
     "temp_name_for",
     "write_atomic",
     "write_atomic_sync",
@@ -183,6 +188,63 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_syncfs: Callable[[int], int] | None = None
+_syncfs_loaded = False
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    # Looked up on first use: ctypes costs startup time that most commands never need.
+    global _syncfs, _syncfs_loaded
+    if not _syncfs_loaded:
+        _syncfs_loaded = True
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).syncfs
+            except (OSError, AttributeError):
+                return None
+            fn.argtypes = [ctypes.c_int]
+            fn.restype = ctypes.c_int
+            _syncfs = fn
+    return _syncfs
+
+
+def sync_files(directory: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Make files under ``directory`` (written with ``fsync=False``) and their renames durable.
+
+    ``names`` are paths relative to ``directory``. Linux: one ``syncfs`` of the file system
+    holding ``directory`` (one journal commit for any number of files, where an fsync per
+    file costs a commit each). Elsewhere: fsync each file, then each of their folders once.
+    Blocking; raises ``OSError`` if the kernel reports a write error.
+    """
+    root = os.fspath(directory)
+    syncfs = _load_syncfs()
+    if syncfs is not None:
+        fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            if syncfs(fd) != 0:
+                import ctypes
+
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), root)
+        finally:
+            os.close(fd)
+        return
+    folders: set[str] = set()
+    for name in names:
+        path = os.path.join(root, name)
+        # Windows flushes a handle only if it was opened for writing.
+        fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        folders.add(os.path.dirname(path) or ".")
+    for folder in folders:
+        fsync_dir(folder)
 
 
 def _unlink_quiet(path: str) -> None:

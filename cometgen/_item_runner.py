@@ -140,6 +140,11 @@ class ItemRunner:
             if not path.is_file():  # a stat: cheap enough to do on the loop
                 continue
             data = await anyio.Path(path).read_bytes()
+            if not _looks_complete(data, mime):
+                # Images are synced per manifest flush, not per file: after a power loss
+                # an image without a record may be empty or torn. Generate it again.
+                logger.warning("%s: not adopting %s: incomplete image", item.key, name)
+                return None
             sha = hashlib.sha256(data).hexdigest()
             files = [FileRecord(path=name, sha256=sha, mime_type=mime, bytes=len(data))]
             reason = "adopted an image written before an interruption (not sent again)"
@@ -195,10 +200,25 @@ class ItemRunner:
             if many:
                 suffix = item.index if len(result.images) == 1 else item.index * 100 + i
             name = image_file_name(item.key, item.job.id, suffix, extension_for(image.mime_type))
-            sha = await write_atomic(self.out_dir / name, image.data)
+            # No fsync here: the manifest writer (sync_files=True) syncs the images of a
+            # whole flush at once, before their records; temp + rename still means a
+            # final name never holds a partial image after kill -9.
+            sha = await write_atomic(self.out_dir / name, image.data, fsync=False)
             files.append(FileRecord(path=name, sha256=sha, mime_type=image.mime_type,
                                     bytes=len(image.data)))
         return files
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _looks_complete(data: bytes, mime: str) -> bool:
+    """Starts with the format's signature and ends with its end marker."""
+    if mime == "image/png":
+        return data.startswith(_PNG_SIGNATURE) and data.endswith(_PNG_END)
+    # JPEG: SOI ... EOI; lost blocks read back as zeros, so ignore a zero tail.
+    return data.startswith(b"\xff\xd8") and data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def _reason(result: GenerateResult) -> str:

@@ -6,7 +6,9 @@ rerun only appends. A crash (``kill -9``, power loss) can leave at most a torn l
 
 Ordering duty of the caller: write an item's record only after its image files were
 renamed into place (``write_atomic`` returned). Then a ``done`` record always points at
-complete files, and an image whose record was lost is simply generated again.
+complete files, and an image whose record was lost is simply generated again. With
+``ManifestWriter(sync_files=True)`` the images may be written without an fsync each: every
+flush makes the files its records name durable before it appends those records.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from anyio.abc import TaskGroup
 from msgspec import Struct
 
 from ._exceptions import OutputLockedError
-from ._files import fsync_dir
+from ._files import fsync_dir, sync_files
 
 try:
     import fcntl
@@ -105,6 +107,8 @@ class _Lite(Struct, gc=False):
 
 
 _encoder: Final = msgspec.json.Encoder()
+# Buffered batches past which write() waits for the running flush.
+_BACKLOG: Final = 16
 _lite_decoder: Final = msgspec.json.Decoder(_Lite)
 
 
@@ -126,7 +130,10 @@ class ManifestWriter:
     ``await write(record)`` buffers; the buffer is flushed (one ``write()`` of whole lines,
     then fsync, in a worker thread) every ``batch_size`` records, ``flush_interval`` seconds
     after the first buffered record, on ``flush()`` and on exit (shielded from
-    cancellation). With ``lock=True`` an exclusive advisory lock (POSIX ``flock``) is held
+    cancellation). With ``sync_files=True`` each flush first makes the files named by its
+    records durable (``sync_files``), so a record never reaches the disk before its images
+    (group commit: one sync per flush instead of one per image). With ``lock=True`` an
+    exclusive advisory lock (POSIX ``flock``) is held
     while open, so a second run on the same OUTDIR fails fast with ``OutputLockedError``
     instead of paying for the same items twice: enter the writer before sending anything.
     A failed background flush is raised by the next ``write()``/``flush()``/exit.
@@ -140,6 +147,7 @@ class ManifestWriter:
         flush_interval: float = 0.5,
         fsync: bool = True,
         lock: bool = True,
+        sync_files: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -151,7 +159,9 @@ class ManifestWriter:
         self._flush_interval = flush_interval
         self._fsync = fsync
         self._lock_file = lock
+        self._sync_files = sync_files and fsync
         self._buffer: list[bytes] = []
+        self._names: list[str] = []  # files named by the buffered records
         self._fd: int | None = None
         self._torn = False  # a failed append may have left a partial line
         self._error: Exception | None = None
@@ -200,8 +210,15 @@ class ManifestWriter:
             raise RuntimeError("ManifestWriter is not open")
         self._raise_stored_error()
         self._buffer.append(_encoder.encode(record) + b"\n")
+        if self._sync_files and record.files:
+            self._names.extend(f.path for f in record.files)
         self._pending.set()
-        if len(self._buffer) >= self._batch_size:
+        buffered = len(self._buffer)
+        # While a flush runs, callers keep buffering instead of queueing on its lock (which
+        # stalled every worker for a whole sync); far past a batch, they wait (backpressure).
+        if buffered >= self._batch_size and (
+            not self._flush_lock.locked() or buffered >= _BACKLOG * self._batch_size
+        ):
             await self._flush()
 
     async def flush(self) -> None:
@@ -224,9 +241,11 @@ class ManifestWriter:
                 if not count or self._fd is None:
                     return
                 data = b"".join(self._buffer[:count])
-                await anyio.to_thread.run_sync(self._append, self._fd, data)
+                names = self._names[:]
+                await anyio.to_thread.run_sync(self._sync_and_append, self._fd, data, names)
                 # write() may have buffered more lines while the thread ran.
                 del self._buffer[:count]
+                del self._names[: len(names)]
                 if not self._buffer:
                     self._pending = anyio.Event()
 
@@ -264,6 +283,11 @@ class ManifestWriter:
             os.close(fd)
             raise
         return fd
+
+    def _sync_and_append(self, fd: int, data: bytes, names: list[str]) -> None:
+        if names:
+            sync_files(self._out_dir, names)
+        self._append(fd, data)
 
     def _append(self, fd: int, data: bytes) -> None:
         size = os.fstat(fd).st_size

@@ -9,6 +9,9 @@ import signal
 import sys
 from typing import Any
 
+from .._exceptions import ConfigError
+from ._loop import add_loop_argument, want_uvloop
+
 
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -38,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
                         help="recorded fixture whose response is every success's body")
     parser.add_argument("--error-style", choices=("google", "comet"), default="google",
                         help="envelope for 5xx errors")
+    add_loop_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -62,8 +66,14 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        asyncio.run(_serve(args))
-    except (ValueError, OSError) as exc:
+        factory = None
+        if want_uvloop(args.loop):
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(args))
+    except (ValueError, OSError, ConfigError) as exc:
         print(f"cometgen mock-server: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # signal arrived before the handlers were installed

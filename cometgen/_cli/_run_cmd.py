@@ -25,6 +25,7 @@ from .._outcomes import Failed
 from .._pricing import load_prices
 from .._progress import Progress
 from .._retry import RetryPolicy
+from ._loop import add_loop_argument, want_uvloop
 from ._settings import RunSettings, parse_shard, resolve
 
 EXIT_OK = 0
@@ -81,6 +82,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("-v", "--verbose", action="count", default=0)
+    add_loop_argument(p)
     p.set_defaults(func=run)
 
     s = sub.add_parser("status", help="count items in OUTDIR's manifest by status")
@@ -116,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         jobs = iter_input(args.input, default_model=settings.model)
         if args.dry_run:
             return _dry_run(args, settings, shard, jobs, prices)
-        return anyio.run(_run_async, args, settings, shard, jobs, prices, backend="asyncio")
+        options = {"use_uvloop": want_uvloop(args.loop)}
+        return anyio.run(_run_async, args, settings, shard, jobs, prices, backend="asyncio",
+                         backend_options=options)
     except (ConfigError, InputError, OutputLockedError) as exc:
         _err(str(exc))
         return EXIT_USAGE
