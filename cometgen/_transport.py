@@ -199,17 +199,17 @@ class AiohttpTransport:
 
 
 async def _read_exactly(resp: aiohttp.ClientResponse, size: int) -> bytearray:
-    """Read a body of known size into one buffer as it arrives: no 4 MB join at the end."""
-    buf = bytearray(size)
-    filled = 0
-    with memoryview(buf) as view:
-        async for chunk in resp.content.iter_any():
-            end = filled + len(chunk)
-            if end > size:
-                raise aiohttp.ClientPayloadError("response body longer than its Content-Length")
-            view[filled:end] = chunk
-            filled = end
-    if filled != size:
+    """Read a body of known size into one buffer as it arrives: no 4 MB join at the end.
+
+    The buffer grows chunk by chunk (realloc of a large block remaps pages, it does not
+    copy), so no single step zero-fills or copies megabytes at once.
+    """
+    buf = bytearray()
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        if len(buf) > size:
+            raise aiohttp.ClientPayloadError("response body longer than its Content-Length")
+    if len(buf) != size:
         raise aiohttp.ClientPayloadError("response body shorter than its Content-Length")
     return buf
 
