@@ -62,6 +62,25 @@ async def test_a_read_waits_at_most_patience_then_goes_ahead() -> None:
         pass
 
 
+async def test_a_busy_queue_keeps_waiting_past_patience() -> None:
+    """Holders that keep finishing (a busy loop, not a stuck network) keep the limit."""
+    pacer = BodyPacer(readers=1, patience=0.05)
+    inside = peak = 0
+
+    async def read() -> None:
+        nonlocal inside, peak
+        async with pacer.reading():
+            inside += 1
+            peak = max(peak, inside)
+            await anyio.sleep(0.03)
+            inside -= 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(6):  # the last one waits ~0.15 s, three times the patience
+            tg.start_soon(read)
+    assert peak == 1 and pacer.impatient_reads == 0
+
+
 async def test_decode_turns_are_exclusive_and_in_distinct_iterations() -> None:
     pacer = BodyPacer()
     order: list[str] = []
