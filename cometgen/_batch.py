@@ -28,8 +28,10 @@ from ._exceptions import (
     InputError,
 )
 from ._files import cleanup_temp_files, temp_name_for
+from ._image_writer import ImageWriter
 from ._item_runner import ItemRunner, now_iso
 from ._job import Job, WorkItem, expand, image_sha256
+from ._keyset import KeySet
 from ._manifest import (
     ManifestRecord,
     ManifestState,
@@ -114,9 +116,10 @@ class Batch:
         self.stats = BatchStats()
         self._state: ManifestState | None = None
         self._writer: ManifestWriter | None = None
+        self._images: ImageWriter | None = None
         self._tg: TaskGroup | None = None
         self._stopping = anyio.Event()
-        self._seen: set[str] = set()
+        self._seen = KeySet()
         self._inflight_projection = 0.0
         self._started = False
         self._adopt = False
@@ -163,6 +166,9 @@ class Batch:
             await writer.__aexit__(None, None, None)
             raise
         self._writer = writer
+        images = ImageWriter()
+        await images.__aenter__()
+        self._images = self._runner.image_writer = images
         if self._state.corrupt_lines:
             logger.warning(
                 "ignored %d torn or invalid manifest line(s)", self._state.corrupt_lines
@@ -188,6 +194,11 @@ class Batch:
         return None
 
     async def _close_out_dir(self) -> None:
+        # Every item task has ended: no image write is pending.
+        images, self._images = self._images, None
+        if images is not None:
+            self._runner.image_writer = None
+            await images.__aexit__(None, None, None)
         # The writer shields its own final flush; its task group must be exited from the
         # scope it was entered in, so no extra scope around it.
         writer, self._writer = self._writer, None
@@ -300,11 +311,10 @@ class Batch:
     def _admit(self, item: WorkItem) -> bool:
         """Dedupe, shard and resume filters; counts what it drops."""
         key = item.key
-        if key in self._seen:
+        if not self._seen.add(key):
             self.stats.duplicates += 1
             logger.warning("duplicate key %r (line %s): generated once", key, item.job.line)
             return False
-        self._seen.add(key)
         if self.shard is not None and shard_of(key, self.shard[1]) != self.shard[0]:
             self.stats.other_shard += 1
             return False
@@ -335,9 +345,8 @@ class Batch:
         key = (
             (job.id if job is not None else None) or error.item_id or f"line-{error.line}"
         )
-        if key in self._seen:
+        if not self._seen.add(key):
             return
-        self._seen.add(key)
         if self.shard is not None and shard_of(key, self.shard[1]) != self.shard[0]:
             self.stats.other_shard += 1
             return

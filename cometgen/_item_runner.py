@@ -21,6 +21,7 @@ from ._exceptions import (
     QuotaExhaustedError,
 )
 from ._files import extension_for, image_file_name, write_atomic
+from ._image_writer import ImageWriter
 from ._job import WorkItem
 from ._manifest import FileRecord, ManifestRecord
 from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
@@ -40,8 +41,22 @@ _FATAL: tuple[type[CometgenError], ...] = (
 _ADOPTABLE = ("image/jpeg", "image/png")
 
 
+_second: int | None = None
+_second_text = ""
+
+
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    """``datetime.now(UTC).isoformat(timespec="milliseconds")``, at a third of the cost.
+
+    Twice per item: the date and time part is formatted once per second and reused.
+    """
+    global _second, _second_text
+    now = time.time()
+    second = int(now)
+    if second != _second:
+        when = datetime.datetime.fromtimestamp(second, datetime.UTC)
+        _second, _second_text = second, when.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second_text}.{int((now - second) * 1000):03d}+00:00"
 
 
 class ItemRunner:
@@ -63,6 +78,8 @@ class ItemRunner:
         self.include_text = include_text
         self.job_timeout = job_timeout
         self._stop = stop
+        #: Set by ``Batch`` while its output folder is open.
+        self.image_writer: ImageWriter | None = None
 
     async def generate(
         self, item: WorkItem, started_at: str, t0: float
@@ -203,7 +220,12 @@ class ItemRunner:
             # No fsync here: the manifest writer (sync_files=True) syncs the images of a
             # whole flush at once, before their records; temp + rename still means a
             # final name never holds a partial image after kill -9.
-            sha = await write_atomic(self.out_dir / name, image.data, fsync=False)
+            path = self.out_dir / name
+            sha = await (
+                self.image_writer.write(path, image.data)
+                if self.image_writer is not None
+                else write_atomic(path, image.data, fsync=False)
+            )
             files.append(FileRecord(path=name, sha256=sha, mime_type=image.mime_type,
                                     bytes=len(image.data)))
         return files

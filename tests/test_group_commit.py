@@ -189,3 +189,33 @@ def test_cli_run_on_each_loop(tmp_path: Path, loop: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["done"] == 5
     assert len(list(out.glob("i*.jpg"))) == 5
+
+
+# --------------------------------------------------------------------------- ImageWriter
+
+
+@pytest.mark.anyio
+async def test_image_writer_writes_atomically_and_reports_errors(tmp_path: Path) -> None:
+    import hashlib
+    import threading
+
+    import anyio
+
+    from cometgen._image_writer import ImageWriter
+
+    async with ImageWriter() as writer:
+        results: dict[int, str] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await writer.write(tmp_path / f"{i}.png", b"x" * i)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+        with pytest.raises(FileNotFoundError):
+            await writer.write(tmp_path / "missing" / "a.png", b"a")
+    assert results == {i: hashlib.sha256(b"x" * i).hexdigest() for i in range(50)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{i}.png" for i in range(50)
+    )
+    assert not [t for t in threading.enumerate() if t.name == "cometgen-image-writer"]
