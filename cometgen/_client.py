@@ -384,8 +384,7 @@ class AsyncClient:
 
 
 def _status_error(raw: RawResponse) -> APIStatusError:
-    body = raw.body if isinstance(raw.body, bytes) else bytes(raw.body)
-    info = wire.parse_error_body(body, status_code=raw.status, reason_phrase=raw.reason)
+    info = wire.parse_error_body(raw.body, status_code=raw.status, reason_phrase=raw.reason)
     request_id = (
         raw.headers.get("x-request-id")
         or raw.headers.get("x-goog-request-id")

@@ -39,7 +39,8 @@ class BodyPacer:
         self._readers = anyio.Semaphore(readers)
         self._turn = anyio.Lock()
         self._last_release = float("-inf")
-        #: Reads that gave up waiting for a slot (for tests and diagnostics).
+        #: Large bodies read, and those that gave up waiting for a slot (diagnostics).
+        self.large_reads = 0
         self.impatient_reads = 0
 
     def is_large(self, size: int | None) -> bool:
@@ -52,6 +53,7 @@ class BodyPacer:
         A body waits for a slot as long as the slot holders make progress (one finished
         within ``patience``); when every holder has been stuck that long, it goes ahead.
         """
+        self.large_reads += 1
         acquired = False
         while not acquired:
             with anyio.move_on_after(self.patience):

@@ -37,8 +37,7 @@ class RawResponse:
     status: int
     reason: str
     headers: Mapping[str, str]
-    #: A large body is read into a bytearray of its Content-Length (no final join copy).
-    body: bytes | bytearray
+    body: bytes
 
 
 class _Phase:
@@ -178,10 +177,9 @@ class AiohttpTransport:
             url, data=body, headers=dict(headers), trace_request_ctx=phase, allow_redirects=False
         ) as resp:
             phase.stage = "sent"
-            size = resp.content_length
-            if self.pacer.is_large(size) and "Content-Encoding" not in resp.headers:
+            if self.pacer.is_large(resp.content_length):
                 async with self.pacer.reading():
-                    data: bytes | bytearray = await _read_exactly(resp, size or 0)
+                    data = await resp.read()
             else:
                 data = await resp.read()
             return RawResponse(
@@ -196,22 +194,6 @@ class AiohttpTransport:
         if session is not None and not session.closed:
             with anyio.CancelScope(shield=True):
                 await session.close()
-
-
-async def _read_exactly(resp: aiohttp.ClientResponse, size: int) -> bytearray:
-    """Read a body of known size into one buffer as it arrives: no 4 MB join at the end.
-
-    The buffer grows chunk by chunk (realloc of a large block remaps pages, it does not
-    copy), so no single step zero-fills or copies megabytes at once.
-    """
-    buf = bytearray()
-    async for chunk in resp.content.iter_any():
-        buf += chunk
-        if len(buf) > size:
-            raise aiohttp.ClientPayloadError("response body longer than its Content-Length")
-    if len(buf) != size:
-        raise aiohttp.ClientPayloadError("response body shorter than its Content-Length")
-    return buf
 
 
 def _timeout_for(phase: _Phase, total: float | None) -> TransportError:

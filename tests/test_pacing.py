@@ -10,7 +10,6 @@ import anyio
 import pytest
 
 import cometgen
-from cometgen import _transport
 from cometgen._pacing import BodyPacer
 from cometgen.testing import MockServer
 
@@ -115,31 +114,19 @@ async def test_many_large_responses_decode_exactly(tmp_path: Path) -> None:
     recorded = json.loads(PRO_FIXTURE.read_text())["response"]
     part = recorded["candidates"][0]["content"]["parts"][0]
     expected = base64.b64decode(part["inlineData"]["data"])
-    reads: list[int] = []
-    real = _transport._read_exactly
+    async with MockServer(replay=PRO_FIXTURE) as server, cometgen.AsyncClient(
+        api_key="k", base_url=server.url, model=PRO, limits=cometgen.Limits(concurrency=12),
+    ) as client:
+        results: list[cometgen.GenerateResult] = []
 
-    async def counting(resp: object, size: int) -> bytearray:
-        reads.append(size)
-        return await real(resp, size)  # type: ignore[arg-type]
+        async def one(i: int) -> None:
+            results.append(await client.generate(f"otter {i}", include_text=False))
 
-    _transport._read_exactly = counting  # type: ignore[assignment]
-    try:
-        async with MockServer(replay=PRO_FIXTURE) as server, cometgen.AsyncClient(
-            api_key="k", base_url=server.url, model=PRO,
-            limits=cometgen.Limits(concurrency=12),
-        ) as client:
-            results: list[cometgen.GenerateResult] = []
-
-            async def one(i: int) -> None:
-                results.append(await client.generate(f"otter {i}", include_text=False))
-
-            async with anyio.create_task_group() as tg:
-                for i in range(12):
-                    tg.start_soon(one, i)
-            saved = await results[0].images[0].save(tmp_path / "otter.jpg")
-    finally:
-        _transport._read_exactly = real  # type: ignore[assignment]
-    assert len(reads) == 12 and all(size > 4_000_000 for size in reads)
+        async with anyio.create_task_group() as tg:
+            for i in range(12):
+                tg.start_soon(one, i)
+        saved = await results[0].images[0].save(tmp_path / "otter.jpg")
+        assert client.transport.pacer.large_reads == 12
     for result in results:
         (image,) = result.images
         assert image.data == expected
