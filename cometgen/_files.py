@@ -53,6 +53,8 @@ _RESERVED: Final = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{p}{d}" for p in ("COM", "LPT") for d in "0123456789¹²³"}
 )
+# Ids that are already safe stems as they are (ASCII, no dot, no leading space).
+_PLAIN: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
 # The tail of a hashed name; a bare key must not look like one.
 _HASH_TAIL: Final = re.compile(rf"-[0-9a-f]{{{_KEY_HASH_LEN}}}(?:-[0-9]+)?\Z")
 # Fewer digits than the hash, so "-<hash>-<i>" parses unambiguously from the end.
@@ -269,6 +271,12 @@ def safe_stem(item_id: str, *, max_len: int = 120) -> str:
     """
     if max_len < 16:
         raise ValueError("max_len must be at least 16")
+    if (
+        len(item_id) <= min(max_len, _MAX_STEM_BYTES)
+        and _PLAIN.match(item_id) is not None
+        and item_id.upper() not in _RESERVED
+    ):
+        return item_id  # the common case, without a per-character scan
     text = unicodedata.normalize("NFC", item_id)
     stem = "".join("_" if _is_unsafe(ch) else ch for ch in text).strip(". ")
     if not stem:

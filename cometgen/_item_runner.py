@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,7 @@ class ItemRunner:
     ) -> None:
         self.client = client
         self.out_dir = out_dir
+        self._out_str = os.fspath(out_dir) if out_dir is not None else ""
         self.prices = prices
         self.include_text = include_text
         self.job_timeout = job_timeout
@@ -220,7 +222,7 @@ class ItemRunner:
             # No fsync here: the manifest writer (sync_files=True) syncs the images of a
             # whole flush at once, before their records; temp + rename still means a
             # final name never holds a partial image after kill -9.
-            path = self.out_dir / name
+            path = os.path.join(self._out_str, name)  # cheaper than a pathlib join
             sha = await (
                 self.image_writer.write(path, image.data)
                 if self.image_writer is not None

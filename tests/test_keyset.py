@@ -38,3 +38,36 @@ def test_now_iso_matches_datetime() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text)
     parsed = datetime.datetime.fromisoformat(text)
     assert before - datetime.timedelta(milliseconds=1) <= parsed <= after
+
+
+@given(st.text(alphabet="abcXYZ019_-.: é", max_size=140) | st.sampled_from(
+    ["con", "COM1", "nul", "lpt9", "a" * 121, "a" * 250, "-", "_x"]))
+def test_safe_stem_fast_path_matches_the_full_scan(item_id: str) -> None:
+    import re as re_
+
+    from cometgen import _files
+
+    fast = [_files.safe_stem(item_id), _files.safe_stem(item_id, max_len=300)]
+    saved = _files._PLAIN
+    _files._PLAIN = re_.compile(r"(?!)")  # type: ignore[misc]
+    try:
+        slow = [_files.safe_stem(item_id), _files.safe_stem(item_id, max_len=300)]
+    finally:
+        _files._PLAIN = saved  # type: ignore[misc]
+    assert fast == slow
+
+
+def test_mock_request_log_keeps_only_the_newest() -> None:
+    import pytest as pytest_
+
+    from cometgen.testing import _stats
+
+    mp = pytest_.MonkeyPatch()
+    mp.setattr(_stats, "LOG_LIMIT", 3)
+    try:
+        stats = _stats.MockStats()
+        for i in range(5):
+            stats.record(_stats.RequestRecord(float(i), "m", f"p{i}", 200, "success"))
+    finally:
+        mp.undo()
+    assert stats.requests == 5 and [r.prompt for r in stats.log] == ["p2", "p3", "p4"]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
+
+#: Requests kept in ``MockStats.log``: the newest ones, so a long run's memory stays flat.
+LOG_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +35,8 @@ class MockStats:
     billed_by_prompt: dict[str, int] = field(default_factory=dict)
     billed_total: int = 0
     rate_limited: int = 0
-    log: list[RequestRecord] = field(default_factory=list)
+    #: The newest ``LOG_LIMIT`` requests, oldest first (the counters above count them all).
+    log: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, rec: RequestRecord) -> None:

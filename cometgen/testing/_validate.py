@@ -7,6 +7,7 @@ padding; unknown fields, bad enums and bad image options are 400 INVALID_ARGUMEN
 from __future__ import annotations
 
 import binascii
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -86,10 +87,13 @@ class ParsedRequest:
     include_thoughts: bool
 
 
+# Cached: the same few dozen field names arrive in every request.
+@functools.lru_cache(maxsize=1024)
 def _camel(key: str) -> str:
     return _SNAKE.sub(lambda m: m.group(1).upper(), key) if "_" in key else key
 
 
+@functools.lru_cache(maxsize=1024)
 def _snake(key: str) -> str:
     return _CAMEL.sub(lambda m: "_" + m.group(1).lower(), key)
 
