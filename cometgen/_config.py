@@ -26,10 +26,10 @@ DEFAULT_LEASE_TTL = 10.0
 #: they are read by at most LARGE_BODY_READERS tasks at once and decoded one per loop
 #: iteration, so a burst of them cannot stall the event loop for tens of milliseconds.
 LARGE_BODY_BYTES = 1 << 20
-LARGE_BODY_READERS = 4
-#: A large body waits at most this long for a reader slot, then is read anyway: a slow
-#: network (slots held for long) must not throttle a run.
-LARGE_BODY_PATIENCE = 0.5
+LARGE_BODY_READERS = 1
+#: When every reader has been reading for this long (a slow link), a waiting large body is
+#: read anyway: a slow network must not throttle a run.
+LARGE_BODY_PATIENCE = 0.25
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 AuthStyle = Literal["bearer", "x-goog-api-key"]

@@ -5,9 +5,10 @@ loop iteration) and decoded (~3 ms each) in the same iterations, and every other
 loop (a web app's handlers) would wait tens of milliseconds. ``BodyPacer`` bounds both: at
 most ``readers`` large bodies stream at once (the others wait in their socket buffers, with
 TCP flow control pausing the sender) and large bodies are decoded one per loop iteration.
-The reader limit is soft: when no slot holder has finished for ``patience`` seconds (slow
-downloads), a waiting body is read anyway, so a slow network never throttles a run; a busy
-loop, where holders finish every few milliseconds, keeps the limit.
+The reader limit is soft: when the slot holders have all been reading for ``patience``
+seconds (a slow link, where data trickles in and concurrent reads cost the loop nothing), a
+waiting body is read anyway, so a slow network never throttles a run; on a fast link, where
+a holder reads its body in milliseconds, the limit holds.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class BodyPacer:
         self.patience = patience
         self._readers = anyio.Semaphore(readers)
         self._turn = anyio.Lock()
-        self._last_release = float("-inf")
+        self._holding: list[float] = []  # start times of the current slot holders
         #: Large bodies read, and those that gave up waiting for a slot (diagnostics).
         self.large_reads = 0
         self.impatient_reads = 0
@@ -50,8 +51,9 @@ class BodyPacer:
     async def reading(self) -> AsyncIterator[None]:
         """Hold a reader slot while streaming one large body.
 
-        A body waits for a slot as long as the slot holders make progress (one finished
-        within ``patience``); when every holder has been stuck that long, it goes ahead.
+        A body waits for a slot while the slot holders are fast (each started less than
+        ``patience`` ago); when every holder has been reading for longer (a slow or stuck
+        link, where concurrent reads cost the loop nothing), it goes ahead without one.
         """
         self.large_reads += 1
         acquired = False
@@ -59,15 +61,22 @@ class BodyPacer:
             with anyio.move_on_after(self.patience):
                 await self._readers.acquire()
                 acquired = True
-            if not acquired and anyio.current_time() - self._last_release >= self.patience:
+            if not acquired and self._holders_slow():
                 self.impatient_reads += 1
                 break
+        started = anyio.current_time()
+        if acquired:
+            self._holding.append(started)
         try:
             yield
         finally:
             if acquired:
-                self._last_release = anyio.current_time()
+                self._holding.remove(started)
                 self._readers.release()
+
+    def _holders_slow(self) -> bool:
+        youngest = max(self._holding, default=None)
+        return youngest is None or anyio.current_time() - youngest >= self.patience
 
     @asynccontextmanager
     async def decoding(self) -> AsyncIterator[None]:
