@@ -21,8 +21,8 @@ PRO_FIXTURE = Path(__file__).parent / "fixtures" / "recorded" / (
 PRO = "gemini-3-pro-image-preview"
 
 
-async def test_reader_slots_bound_concurrent_large_reads() -> None:
-    pacer = BodyPacer(readers=2, patience=30)
+async def _peak_readers(pacer: BodyPacer, reads: int, hold: float) -> int:
+    """Run ``reads`` concurrent reads that each hold their slot ``hold`` s; the peak inside."""
     inside = peak = 0
 
     async def read() -> None:
@@ -30,13 +30,19 @@ async def test_reader_slots_bound_concurrent_large_reads() -> None:
         async with pacer.reading():
             inside += 1
             peak = max(peak, inside)
-            await anyio.sleep(0.01)
+            await anyio.sleep(hold)
             inside -= 1
 
     async with anyio.create_task_group() as tg:
-        for _ in range(8):
+        for _ in range(reads):
             tg.start_soon(read)
-    assert peak == 2 and pacer.impatient_reads == 0
+    return peak
+
+
+async def test_reader_slots_bound_concurrent_large_reads() -> None:
+    pacer = BodyPacer(readers=2, patience=30)
+    assert await _peak_readers(pacer, 8, 0.01) == 2
+    assert pacer.impatient_reads == 0 and pacer.large_reads == 8
 
 
 async def test_a_read_waits_at_most_patience_then_goes_ahead() -> None:
@@ -62,22 +68,11 @@ async def test_a_read_waits_at_most_patience_then_goes_ahead() -> None:
 
 
 async def test_a_busy_queue_keeps_waiting_past_patience() -> None:
-    """Holders that keep finishing (a busy loop, not a stuck network) keep the limit."""
+    """Fast holders (a busy loop, not a slow link) keep the limit however long the queue."""
     pacer = BodyPacer(readers=1, patience=0.05)
-    inside = peak = 0
-
-    async def read() -> None:
-        nonlocal inside, peak
-        async with pacer.reading():
-            inside += 1
-            peak = max(peak, inside)
-            await anyio.sleep(0.03)
-            inside -= 1
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(6):  # the last one waits ~0.15 s, three times the patience
-            tg.start_soon(read)
-    assert peak == 1 and pacer.impatient_reads == 0
+    # Each holds 0.03 s < patience; the last waits ~0.15 s, three times the patience.
+    assert await _peak_readers(pacer, 6, 0.03) == 1
+    assert pacer.impatient_reads == 0
 
 
 async def test_decode_turns_are_exclusive_and_in_distinct_iterations() -> None:
