@@ -51,9 +51,10 @@ class BodyPacer:
     async def reading(self) -> AsyncIterator[None]:
         """Hold a reader slot while streaming one large body.
 
-        A body waits for a slot while the slot holders are fast (each started less than
-        ``patience`` ago); when every holder has been reading for longer (a slow or stuck
-        link, where concurrent reads cost the loop nothing), it goes ahead without one.
+        A body waits for a slot while the readers are fast (the latest started less than
+        ``patience`` ago); when every reader has been reading for longer (a slow or stuck
+        link, where concurrent reads cost the loop nothing), one waiting body goes ahead
+        without a slot, and another after each further ``patience`` of slowness.
         """
         self.large_reads += 1
         acquired = False
@@ -64,14 +65,15 @@ class BodyPacer:
             if not acquired and self._holders_slow():
                 self.impatient_reads += 1
                 break
+        # An impatient reader counts as a holder too: the others wait for it to turn slow
+        # in its turn, so a slow link opens one extra read per ``patience``, not all at once.
         started = anyio.current_time()
-        if acquired:
-            self._holding.append(started)
+        self._holding.append(started)
         try:
             yield
         finally:
+            self._holding.remove(started)
             if acquired:
-                self._holding.remove(started)
                 self._readers.release()
 
     def _holders_slow(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from pathlib import Path
 
@@ -65,6 +66,24 @@ async def test_a_read_waits_at_most_patience_then_goes_ahead() -> None:
     assert pacer.impatient_reads == 1
     async with pacer.reading():  # the hog released its slot
         pass
+
+
+async def test_a_slow_link_opens_one_extra_read_per_patience() -> None:
+    """Slow readers admit waiting bodies one at a time, not the whole queue at once."""
+    pacer = BodyPacer(readers=1, patience=0.05)
+    starts: list[float] = []
+
+    async def slow_read() -> None:
+        async with pacer.reading():
+            starts.append(anyio.current_time())
+            await anyio.sleep(0.5)  # every read is slow: far longer than the patience
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(slow_read)
+    assert pacer.impatient_reads == 4  # all read concurrently in the end: never throttled
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(gap >= 0.04 for gap in gaps), gaps  # one extra reader per patience
 
 
 async def test_a_busy_queue_keeps_waiting_past_patience() -> None:
