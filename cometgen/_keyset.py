@@ -1,6 +1,8 @@
-"""A set of item keys in ~13 bytes each, so dedupe memory stays flat over millions of items.
+"""A compact set of item keys, so dedupe memory stays small over millions of items.
 
-A ``set[str]`` costs ~130 bytes a key (the string plus its slot); here a key is a 14-byte
+Measured at 1M keys: 33 MB here against 122 MB for a ``set[str]`` of the same keys (the
+strings plus their slots); the fixed bucket overhead is shared, so each further key costs
+~12-14 bytes. A key is a 14-byte
 blake2b digest: 2 bytes pick one of 65,536 ``bytearray`` buckets, 12 bytes are stored there.
 A false "already seen" needs a 112-bit collision (odds ~1e-20 at 1e8 keys).
 """
