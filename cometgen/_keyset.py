@@ -1,6 +1,6 @@
 """A compact set of item keys, so dedupe memory stays small over millions of items.
 
-Measured at 1M keys: 33 MB here against 122 MB for a ``set[str]`` of the same keys (the
+Measured at 1M keys: 33 MB here against 89 MB for a ``set[str]`` of the same keys (the
 strings plus their slots); the fixed bucket overhead is shared, so each further key costs
 ~12-14 bytes. A key is a 14-byte
 blake2b digest: 2 bytes pick one of 65,536 ``bytearray`` buckets, 12 bytes are stored there.
