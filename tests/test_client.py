@@ -344,3 +344,18 @@ def test_sync_generate() -> None:
 def test_missing_key_is_a_clear_error() -> None:
     with pytest.raises(cometgen.ConfigError, match="COMETAPI_KEY"):
         cometgen.AsyncClient()
+
+
+@pytest.mark.parametrize("marker", ["", " [[mock:slow:3]]"])
+async def test_attempt_timeout_covers_the_wait_and_the_body(marker: str) -> None:
+    """Timeouts.total bounds an attempt: waiting for headers, and trickling body bytes."""
+    async with MockServer(latency=3 if not marker else 0) as server, client_for(
+        server, timeout=cometgen.Timeouts(total=0.3), retry=cometgen.RetryPolicy(max_attempts=1)
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(cometgen.ReadTimeout) as info:
+            await client.generate(f"a fox{marker}")
+        assert time.monotonic() - started < 2.5
+        assert info.value.maybe_billed
+        assert client.transport.acquired_connections == 0
+
