@@ -13,6 +13,8 @@ a holder reads its body in milliseconds, the limit holds.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,7 +22,7 @@ import anyio
 
 from ._config import LARGE_BODY_BYTES, LARGE_BODY_PATIENCE, LARGE_BODY_READERS
 
-__all__ = ["BodyPacer"]
+__all__ = ["BodyPacer", "BurstGate"]
 
 
 class BodyPacer:
@@ -85,3 +87,48 @@ class BodyPacer:
         """Take the decode turn: acquiring yields once, so turns land in distinct iterations."""
         async with self._turn:
             yield
+
+
+class BurstGate:
+    """About ``per_iteration`` requests start in one event-loop iteration.
+
+    Starting a request costs ~0.3 ms of loop time (building it, opening a connection), so 64
+    calls made at once would hold the loop for ~20 ms in one iteration; the gate spreads
+    such a burst over several iterations (waiters are woken in order, ``per_iteration`` at
+    a time) and costs nothing when requests trickle in.
+    """
+
+    def __init__(self, per_iteration: int = 4) -> None:
+        if per_iteration < 1:
+            raise ValueError("per_iteration must be >= 1")
+        self.per_iteration = per_iteration
+        self._started = 0
+        self._armed = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def _arm(self) -> None:
+        if not self._armed:
+            self._armed = True
+            asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._armed = False
+        self._started = 0
+        while self._waiters and self._started < self.per_iteration:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._started += 1
+        if self._started:
+            self._arm()  # the woken start in the next iteration: count them there
+
+    async def wait(self) -> None:
+        """Return when a request may start."""
+        if self._started < self.per_iteration and not self._waiters:
+            self._started += 1
+            self._arm()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._arm()
+        await waiter

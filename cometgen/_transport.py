@@ -18,6 +18,10 @@ from typing import Any
 import aiohttp
 import anyio
 
+# cometgen runs on asyncio only (aiohttp). anyio imports its backend lazily, at the first
+# primitive made inside a loop: ~15 ms that would land in the event loop's first iteration.
+import anyio._backends._asyncio
+
 from ._exceptions import (
     ConnectError,
     ConnectionDroppedError,
@@ -26,7 +30,7 @@ from ._exceptions import (
     ReadTimeout,
     TransportError,
 )
-from ._pacing import BodyPacer
+from ._pacing import BodyPacer, BurstGate
 
 __all__ = ["AiohttpTransport", "RawResponse"]
 
@@ -81,6 +85,7 @@ class AiohttpTransport:
     ) -> None:
         self._max_connections = max_connections
         self.pacer = pacer if pacer is not None else BodyPacer()
+        self._burst = BurstGate()
         self._connect_timeout = connect_timeout
         self._pool_timeout = pool_timeout
         self._total_timeout = total_timeout
@@ -126,6 +131,7 @@ class AiohttpTransport:
 
         ``timeout`` bounds the whole attempt (default: the transport's ``total_timeout``).
         """
+        await self._burst.wait()
         session = self._open()
         phase = _Phase()
         total = self._total_timeout if timeout is not None and timeout < 0 else timeout

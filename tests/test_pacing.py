@@ -156,3 +156,62 @@ async def test_truncated_large_body_is_a_dropped_connection() -> None:
         with pytest.raises(cometgen.ConnectionDroppedError) as info:
             await client.generate("otter [[mock:truncate]]")
     assert info.value.maybe_billed
+
+
+async def test_burst_gate_spreads_a_burst_over_iterations() -> None:
+    import asyncio
+    from collections import Counter
+
+    from cometgen._pacing import BurstGate
+
+    loop = asyncio.get_running_loop()
+    iteration = 0
+    running = True
+
+    def bump() -> None:  # runs once per loop iteration
+        nonlocal iteration
+        iteration += 1
+        if running:
+            loop.call_soon(bump)
+
+    loop.call_soon(bump)
+    gate = BurstGate(per_iteration=4)
+    started: list[int] = []
+
+    async def start() -> None:
+        await gate.wait()
+        started.append(iteration)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(40):
+            tg.start_soon(start)
+    running = False
+    per_iteration = Counter(started)
+    assert len(started) == 40
+    assert max(per_iteration.values()) <= 8  # fresh starts + the woken ones, at most
+    assert len(per_iteration) >= 5  # spread over several iterations, not all in one
+
+
+async def test_burst_gate_survives_cancelled_waiters() -> None:
+    from cometgen._pacing import BurstGate
+
+    gate = BurstGate(per_iteration=1)
+    done: list[int] = []
+
+    async def start(i: int) -> None:
+        await gate.wait()
+        done.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(start, i)
+        async with anyio.create_task_group() as doomed:
+            doomed.start_soon(start, 99)
+            await anyio.lowlevel.checkpoint()  # 99 queues behind 1 and 2
+            assert 99 not in done
+            doomed.cancel_scope.cancel()
+        for i in range(3, 6):
+            tg.start_soon(start, i)
+    assert sorted(done) == list(range(6))
+    with pytest.raises(ValueError):
+        BurstGate(per_iteration=0)
