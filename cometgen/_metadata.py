@@ -10,6 +10,7 @@ import msgspec
 from msgspec import Struct
 
 from ._files import fsync_dir, temp_name_for
+from ._keyset import KeySet
 from ._manifest import MANIFEST_NAME, METADATA_NAME, STATUS_DONE, _lite_decoder
 
 __all__ = ["write_metadata_jsonl"]
@@ -25,6 +26,7 @@ class _PathOnly(Struct, gc=False):
 class _Row(Struct):
     # Only the fields metadata.jsonl needs; msgspec skips the rest cheaply.
     key: str
+    status: str = ""
     id: str | None = None
     prompt: str | None = None
     model: str | None = None
@@ -46,7 +48,8 @@ def write_metadata_jsonl(
     relative to OUTDIR. A dict ``metadata`` is flattened one level into columns (a key
     clashing with a fixed column becomes ``metadata_<key>``); any other non-null value
     becomes a ``metadata`` column. Files that are missing, or whose path is not a plain
-    relative path, are skipped. Streams the manifest twice; memory is O(keys). The file
+    relative path, are skipped. Streams the manifest twice; memory is ~14 bytes per key (a
+    digest), plus the keys that have more than one record. The file
     is replaced atomically. Blocking: from async code run it in a worker thread.
     Returns the number of lines written.
     """
@@ -55,16 +58,15 @@ def write_metadata_jsonl(
         source = os.path.join(root, MANIFEST_NAME)
     else:
         source = os.fspath(manifest_path)
-    winners, total = _winning_lines(source)
+    repeated, total = _repeated_keys(source)
 
     final = os.path.join(root, METADATA_NAME)
     tmp = os.path.join(root, temp_name_for(METADATA_NAME))
     written = 0
-    listings: dict[str, frozenset[str]] = {}
     try:
         with open(tmp, "xb", buffering=1 << 20) as out:
-            if winners:
-                written = _write_rows(source, total, winners, root, listings, out.write)
+            if total:
+                written = _write_rows(source, total, repeated, root, out.write)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, final)
@@ -78,12 +80,15 @@ def write_metadata_jsonl(
     return written
 
 
-def _winning_lines(source: str) -> tuple[set[int], int]:
-    """Pass 1: numbers of the lines that are their key's last record and are done."""
-    latest: dict[str, int] = {}  # key -> line number, negated (~n) if not done
+def _repeated_keys(source: str) -> tuple[dict[str, int], int]:
+    """Pass 1: for keys with several records, the line of the last one (negated, ``~n``, if
+    it is not done); and the number of lines. A key with one record needs no entry: its
+    record wins if done, so at 1M keys this keeps digests, not a dict of every key."""
+    seen = KeySet()
+    repeated: dict[str, int] = {}
     total = 0
     if not os.path.exists(source):
-        return set(), 0
+        return repeated, 0
     decode = _lite_decoder.decode
     with open(source, "rb", buffering=1 << 20) as f:
         for total, line in enumerate(f, 1):
@@ -91,16 +96,16 @@ def _winning_lines(source: str) -> tuple[set[int], int]:
                 rec = decode(line)
             except msgspec.DecodeError:
                 continue
-            latest[rec.key] = total - 1 if rec.status == STATUS_DONE else ~(total - 1)
-    return {n for n in latest.values() if n >= 0}, total
+            if not seen.add(rec.key):  # a second (or later) record of this key
+                repeated[rec.key] = total - 1 if rec.status == STATUS_DONE else ~(total - 1)
+    return repeated, total
 
 
 def _write_rows(
     source: str,
     total: int,
-    winners: set[int],
+    repeated: dict[str, int],
     root: str,
-    listings: dict[str, frozenset[str]],
     emit: Callable[[bytes], object],
 ) -> int:
     """Pass 2, up to pass 1's last line (lines appended since are ignored)."""
@@ -109,15 +114,19 @@ def _write_rows(
         for number, line in enumerate(f):
             if number >= total:
                 break
-            if number not in winners:
-                continue
             try:
                 record = _row_decoder.decode(line)
             except msgspec.DecodeError:
                 continue
+            last = repeated.get(record.key)
+            if last is None:
+                if record.status != STATUS_DONE:
+                    continue
+            elif last != number:  # not the key's last record, or that one is not done
+                continue
             extra = _extra_columns(record.metadata)
             for file in record.files:
-                if not _exists(root, file.path, listings):
+                if not _exists(root, file.path):
                     continue
                 row: dict[str, Any] = {
                     "file_name": file.path,
@@ -145,25 +154,15 @@ def _extra_columns(metadata: Any) -> dict[str, Any]:
     return extra
 
 
-def _exists(root: str, path: str, listings: dict[str, frozenset[str]]) -> bool:
-    # One scandir per folder instead of one stat per file (1M images: ~10x faster).
-    folder, _, name = path.rpartition("/")
-    names = listings.get(folder)
-    if names is None:
-        names = listings[folder] = _list_files(root, folder)
-    return name in names
-
-
-def _list_files(root: str, folder: str) -> frozenset[str]:
-    if folder and (
-        folder.startswith("/")
-        or "\\" in folder
-        or "\x00" in folder
-        or any(part in ("", ".", "..") for part in folder.split("/"))
+def _exists(root: str, path: str) -> bool:
+    # A stat per file: about as fast as listing each folder once, without holding a
+    # million names in memory at the end of a big run.
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\x00" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
     ):
-        return frozenset()  # not a plain relative path inside OUTDIR
-    try:
-        with os.scandir(os.path.join(root, folder)) as it:
-            return frozenset(e.name for e in it if e.is_file())
-    except OSError:
-        return frozenset()
+        return False  # not a plain relative path inside OUTDIR
+    return os.path.isfile(os.path.join(root, path))
