@@ -372,7 +372,7 @@ class AsyncClient:
                 raise error
             try:
                 transport = self._shared.transport
-                if len(raw.body) >= transport.pacer.large:
+                if transport.pacer.is_large(len(raw.body)):
                     async with transport.pacer.decoding():
                         response = wire.decode_response(raw.body)
                 else:
