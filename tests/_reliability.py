@@ -294,10 +294,13 @@ def _kill_at_random_moment(
     proc: subprocess.Popen[bytes], out: Path, rng: random.Random, items: int, kills_left: int
 ) -> bool:
     """SIGKILL ``proc`` at a random moment; False if it finished first."""
+    have = _count_images(out)
+    # Kill no later than this much progress, so a fast run never finishes before the kill
+    # lands and every planned kill happens (a short timed wait can outlast a whole run).
+    cap = have + max(1, (items - have) // (kills_left + 1))
     if rng.random() < 0.15:
         deadline = time.monotonic() + rng.uniform(0.0, 1.5)  # may land in start-up
     else:
-        have = _count_images(out)
         target = have + max(1, int((items - have) / (kills_left + 1) * rng.uniform(0.1, 1.0)))
         deadline = time.monotonic() + 120
         while _count_images(out) < target and time.monotonic() < deadline:
@@ -305,7 +308,7 @@ def _kill_at_random_moment(
                 return False
             time.sleep(0.01)
         deadline = time.monotonic() + rng.uniform(0.0, 0.05)
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and _count_images(out) < cap:
         if proc.poll() is not None:
             return False
         time.sleep(0.005)
