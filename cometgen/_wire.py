@@ -16,6 +16,7 @@ from msgspec import Struct
 
 from ._base64 import b64decode_tolerant
 from ._exceptions import DecodeError
+from ._spans import MIN_BODY, PLACEHOLDER_SIZE, PLACEHOLDER_TOKEN_SIZE, cut_long_strings
 from ._wire_errors import ErrorInfo, parse_duration, parse_error_body
 
 __all__ = [
@@ -330,12 +331,42 @@ def _is_base64_error(exc: msgspec.ValidationError) -> bool:
     return "base64" in str(exc)
 
 
+def _decode_cut(body: bytes) -> GenerateContentResponse | None:
+    """Large bodies: msgspec decodes a skeleton, the long strings are put back (``_spans``).
+
+    ``None`` when there was nothing to cut or the skeleton does not decode: the whole body
+    is then decoded as usual, which reports the error or takes the tolerant fallback.
+    """
+    cut = cut_long_strings(body)
+    if cut is None:
+        return None
+    try:
+        resp = _RESPONSE_DECODER.decode(cut.skeleton)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    for candidate in resp.candidates:
+        if candidate.content is None:
+            continue
+        for part in candidate.content.parts:
+            inline = part.inline_data
+            if inline is not None and len(inline.data) == PLACEHOLDER_SIZE:
+                inline.data = cut.data.get(inline.data, inline.data)
+            raw = part.thought_signature
+            if len(raw) == PLACEHOLDER_TOKEN_SIZE:
+                part.thought_signature = cut.signatures.get(bytes(raw), raw)
+    return resp
+
+
 def decode_response(body: bytes | bytearray | memoryview) -> GenerateContentResponse:
     """Decode a ``generateContent`` response body; raise ``DecodeError`` if it is not one.
 
     Inline image data is decoded to bytes in the same pass. Non-standard base64 (URL-safe or
     unpadded) is accepted through a slower fallback.
     """
+    if type(body) is bytes and len(body) >= MIN_BODY:
+        fast = _decode_cut(body)
+        if fast is not None:
+            return fast
     try:
         return _RESPONSE_DECODER.decode(body)
     except msgspec.ValidationError as exc:
