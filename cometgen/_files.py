@@ -43,7 +43,9 @@ TEMP_PATTERN: Final = re.compile(r"\A\..+\.[0-9a-f]{12}\.tmp\Z", re.DOTALL)
 # Large writes are chunked so a cancellation is noticed between chunks.
 _CHUNK: Final = 1 << 20
 # Up to this size an image is written in one worker-thread call.
-_SMALL: Final = 4 << 20
+#: Writes up to this size go in one worker-thread call; larger ones stream in chunks.
+SMALL_WRITE: Final = 4 << 20
+_SMALL: Final = SMALL_WRITE
 # Most file systems cap a name at 255 bytes; leave room for the suffixes added below.
 _MAX_STEM_BYTES: Final = 200
 _KEY_HASH_LEN: Final = 16  # 64 bits: no birthday collision even for 1M ids sharing a stem

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 
@@ -49,15 +47,17 @@ class BodyPacer:
     def is_large(self, size: int | None) -> bool:
         return size is not None and size >= self.large
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[None]:
-        """Hold a reader slot while streaming one large body.
+    def reading(self) -> _ReadSlot:
+        """Hold a reader slot while streaming one large body (``async with``).
 
         A body waits for a slot while the readers are fast (the latest started less than
         ``patience`` ago); when every reader has been reading for longer (a slow or stuck
         link, where concurrent reads cost the loop nothing), one waiting body goes ahead
         without a slot, and another after each further ``patience`` of slowness.
         """
+        return _ReadSlot(self)
+
+    async def _enter(self) -> tuple[float, bool]:
         self.large_reads += 1
         acquired = False
         while not acquired:
@@ -71,22 +71,38 @@ class BodyPacer:
         # in its turn, so a slow link opens one extra read per ``patience``, not all at once.
         started = anyio.current_time()
         self._holding.append(started)
-        try:
-            yield
-        finally:
-            self._holding.remove(started)
-            if acquired:
-                self._readers.release()
+        return started, acquired
+
+    def _exit(self, started: float, acquired: bool) -> None:
+        self._holding.remove(started)
+        if acquired:
+            self._readers.release()
 
     def _holders_slow(self) -> bool:
         youngest = max(self._holding, default=None)
         return youngest is None or anyio.current_time() - youngest >= self.patience
 
-    @asynccontextmanager
-    async def decoding(self) -> AsyncIterator[None]:
-        """Take the decode turn: acquiring yields once, so turns land in distinct iterations."""
-        async with self._turn:
-            yield
+    def decoding(self) -> anyio.Lock:
+        """The decode turn (``async with``): acquiring yields once, so turns land in distinct
+        iterations."""
+        return self._turn
+
+
+class _ReadSlot:
+    """``BodyPacer.reading()``: a class, not a generator context manager (cheaper per body)."""
+
+    __slots__ = ("_acquired", "_pacer", "_started")
+
+    def __init__(self, pacer: BodyPacer) -> None:
+        self._pacer = pacer
+        self._started = 0.0
+        self._acquired = False
+
+    async def __aenter__(self) -> None:
+        self._started, self._acquired = await self._pacer._enter()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._pacer._exit(self._started, self._acquired)
 
 
 class BurstGate:

@@ -1,0 +1,46 @@
+"""``Image.save``: atomic, into a file or a directory, nothing left behind on failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from cometgen import Image
+
+PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(5000)
+pytestmark = pytest.mark.anyio
+
+
+async def test_save_to_a_file_path(tmp_path: Path) -> None:
+    saved = await Image(PNG).save(tmp_path / "cat.png")
+    assert saved == tmp_path / "cat.png" and saved.read_bytes() == PNG
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png"]  # no temp file left
+
+
+async def test_save_to_a_directory_names_the_file(tmp_path: Path) -> None:
+    saved = await Image(b"\xff\xd8\xff" + PNG[8:]).save(tmp_path)
+    assert saved == tmp_path / "image.jpg" and saved.read_bytes().startswith(b"\xff\xd8\xff")
+
+
+async def test_save_replaces_an_existing_file_atomically(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"old")
+    await Image(PNG).save(str(tmp_path / "a.png"))
+    assert (tmp_path / "a.png").read_bytes() == PNG
+
+
+async def test_save_into_a_missing_folder_raises_and_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await Image(PNG).save(tmp_path / "missing" / "a.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_cancelled_save_leaves_a_complete_file_or_none(tmp_path: Path) -> None:
+    big = b"\x89PNG\r\n\x1a\n" + os.urandom(3 << 20)
+    for i in range(5):
+        with anyio.move_on_after(0.0005 * i):
+            await Image(big).save(tmp_path / f"{i}.png")
+    for path in tmp_path.iterdir():
+        assert not path.name.startswith(".") and path.read_bytes() == big
