@@ -7,11 +7,26 @@ from pathlib import Path
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
+from ._config import SAVE_THREADS
 from ._exceptions import ConfigError
 from ._files import SMALL_WRITE, extension_for, write_atomic, write_atomic_sync
 from ._wire import signature_text
+
+# Per event loop: a limiter belongs to the loop it was made in.
+_SAVE_LIMITER: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("save_limiter")
+
+
+def _save_limiter() -> anyio.CapacityLimiter:
+    try:
+        return _SAVE_LIMITER.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(SAVE_THREADS)
+        _SAVE_LIMITER.set(limiter)
+        return limiter
+
 
 _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
                                  b"hevm", b"hevs"})
@@ -92,7 +107,7 @@ class Image:
             # One worker-thread call for the directory check and the write: a thread hop
             # costs about as much CPU as the fsyncs. Not abandoned on cancel, so it ends
             # with the file in place or the temp file removed.
-            return await anyio.to_thread.run_sync(self._save_sync, target)
+            return await anyio.to_thread.run_sync(self._save_sync, target, limiter=_save_limiter())
         if await anyio.Path(target).is_dir():
             target = target / f"image.{self.extension}"
         await write_atomic(target, self.data, digest=False)

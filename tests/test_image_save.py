@@ -44,3 +44,37 @@ async def test_cancelled_save_leaves_a_complete_file_or_none(tmp_path: Path) -> 
             await Image(big).save(tmp_path / f"{i}.png")
     for path in tmp_path.iterdir():
         assert not path.name.startswith(".") and path.read_bytes() == big
+
+
+async def test_concurrent_saves_use_a_few_threads(tmp_path: Path) -> None:
+    import threading
+
+    from cometgen._config import SAVE_THREADS
+
+    seen: set[int] = set()
+    active = peak = 0
+    lock = threading.Lock()
+    image = Image(PNG)
+    original = Image._save_sync
+
+    def spy(self: Image, target: Path) -> Path:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+            seen.add(threading.get_ident())
+        try:
+            return original(self, target)
+        finally:
+            with lock:
+                active -= 1
+
+    Image._save_sync = spy  # type: ignore[method-assign]
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(image.save, tmp_path / f"{i}.png")
+    finally:
+        Image._save_sync = original  # type: ignore[method-assign]
+    assert len(list(tmp_path.iterdir())) == 40
+    assert 1 <= peak <= SAVE_THREADS
