@@ -97,26 +97,31 @@ class Image:
         """File extension without the dot, from the MIME type (``jpg``, ``png``...)."""
         return extension_for(self.mime_type)
 
-    async def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write atomically (temp file + fsync + rename). A directory gets ``image.<ext>``.
+    async def save(self, path: str | os.PathLike[str], *, durable: bool = True) -> Path:
+        """Write atomically (temp file + rename); a directory gets ``image.<ext>``.
 
-        Returns the final path.
+        Never a half-written file under the final name, even if the process dies mid-write.
+        ``durable=True`` (the default) also fsyncs the file and its directory, so the image
+        survives a power loss once ``save`` returns; ``durable=False`` skips both (about
+        1 ms less CPU per MB-sized image). Returns the final path.
         """
         target = Path(path)
         if len(self.data) <= SMALL_WRITE:
             # One worker-thread call for the directory check and the write: a thread hop
             # costs about as much CPU as the fsyncs. Not abandoned on cancel, so it ends
             # with the file in place or the temp file removed.
-            return await anyio.to_thread.run_sync(self._save_sync, target, limiter=_save_limiter())
+            return await anyio.to_thread.run_sync(
+                self._save_sync, target, durable, limiter=_save_limiter()
+            )
         if await anyio.Path(target).is_dir():
             target = target / f"image.{self.extension}"
-        await write_atomic(target, self.data, digest=False)
+        await write_atomic(target, self.data, fsync=durable, digest=False)
         return target
 
-    def _save_sync(self, target: Path) -> Path:
+    def _save_sync(self, target: Path, durable: bool) -> Path:
         if target.is_dir():
             target = target / f"image.{self.extension}"
-        write_atomic_sync(target, self.data, digest=False)
+        write_atomic_sync(target, self.data, fsync=durable, digest=False)
         return target
 
     def __repr__(self) -> str:

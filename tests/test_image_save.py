@@ -57,14 +57,14 @@ async def test_concurrent_saves_use_a_few_threads(tmp_path: Path) -> None:
     image = Image(PNG)
     original = Image._save_sync
 
-    def spy(self: Image, target: Path) -> Path:
+    def spy(self: Image, target: Path, durable: bool) -> Path:
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
             seen.add(threading.get_ident())
         try:
-            return original(self, target)
+            return original(self, target, durable)
         finally:
             with lock:
                 active -= 1
@@ -78,3 +78,16 @@ async def test_concurrent_saves_use_a_few_threads(tmp_path: Path) -> None:
         Image._save_sync = original  # type: ignore[method-assign]
     assert len(list(tmp_path.iterdir())) == 40
     assert 1 <= peak <= SAVE_THREADS
+
+
+@pytest.mark.parametrize("durable", [True, False])
+@pytest.mark.parametrize("size", [5000, (4 << 20) + 10], ids=["small", "streamed"])
+async def test_durable_controls_the_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           durable: bool, size: int) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    data = PNG + os.urandom(size)
+    saved = await Image(data).save(tmp_path / "a.png", durable=durable)
+    assert saved.read_bytes() == data
+    assert len(synced) == (2 if durable else 0)  # the file, then its directory
