@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import anyio
 import msgspec
@@ -52,6 +53,8 @@ logger = logging.getLogger("cometgen")
 JobSource = Iterable[Job | InputError] | AsyncIterable[Job | InputError]
 
 _READ_CHUNK = 256
+
+T = TypeVar("T")
 
 
 def shard_of(key: str, count: int) -> int:
@@ -251,7 +254,7 @@ class Batch:
     async def run_all(self, jobs: JobSource) -> BatchStats:
         """Run to completion, discarding outcomes (they are in the manifest); return stats."""
         async with self.run(jobs) as outcomes:
-            async for _ in outcomes:
+            while await drain(outcomes):
                 pass
         return self.stats
 
@@ -304,7 +307,7 @@ class Batch:
                     if self._over_budget(item):
                         self.stop("budget")
                         break
-                    await work.send(item)
+                    await _send(work, item)
                 if self._stopping.is_set():
                     break
 
@@ -371,7 +374,17 @@ class Batch:
         self, work: MemoryObjectReceiveStream[WorkItem], out: MemoryObjectSendStream[Outcome]
     ) -> None:
         async with work, out:
-            async for item in work:
+            while True:
+                try:
+                    item = work.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        item = await work.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
+                # No checkpoint of its own: every item awaits its request (or its adoption).
                 await self._process(item, out)
 
     async def _process(self, item: WorkItem, out: MemoryObjectSendStream[Outcome]) -> None:
@@ -413,7 +426,41 @@ class Batch:
             outcome.status, attempts=outcome.attempts, maybe_billed=outcome.maybe_billed,
             latency=outcome.latency, cost=outcome.cost, images=n_images, key=outcome.key,
         )
-        await out.send(outcome)
+        await _send(out, outcome)
+
+
+async def drain(stream: MemoryObjectReceiveStream[T]) -> list[T]:
+    """Every item ``stream`` holds now, waiting for one if it holds none; [] at its end.
+
+    Iterating the stream yields to the event loop before each item (anyio's checkpoint);
+    a consumer of thousands of outcomes a second takes what is there in one go instead.
+    """
+    items: list[T] = []
+    try:
+        while True:
+            items.append(stream.receive_nowait())
+    except anyio.WouldBlock:
+        if not items:
+            try:
+                items.append(await stream.receive())
+            except anyio.EndOfStream:
+                pass
+    except anyio.EndOfStream:
+        pass
+    return items
+
+
+async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """``stream.send(item)``, without its checkpoint when there is room.
+
+    ``send`` always yields to the event loop first (anyio's checkpoint); twice per item
+    (work in, outcome out), that was a loop round trip each. Waits only when the buffer is
+    full, like ``send``.
+    """
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
 
 
 def _hash_images(images: tuple[str | bytes, ...]) -> list[str]:

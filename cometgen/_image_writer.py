@@ -23,7 +23,20 @@ from ._files import _SMALL, _write_atomic_sync, write_atomic
 
 __all__ = ["ImageWriter"]
 
-_Job = tuple[str, bytes, "asyncio.Future[str]"]
+
+class _WriteFuture(asyncio.Future[str]):
+    """The result of one queued write; ``cancel()`` is refused.
+
+    A write cannot be taken back once queued. ``Task.cancel()`` first asks the future the
+    task awaits to cancel; when it refuses, the task is marked and gets ``CancelledError``
+    as soon as the future settles, i.e. once the image is in place or its temp file removed.
+    """
+
+    def cancel(self, msg: object = None) -> bool:
+        return False
+
+
+_Job = tuple[str, bytes, _WriteFuture]
 
 
 class ImageWriter:
@@ -58,13 +71,13 @@ class ImageWriter:
         """Write ``data`` to ``path`` atomically without fsync; returns its sha256 hex."""
         if len(data) > _SMALL or self._loop is None or self._thread is None:
             return await write_atomic(path, data, fsync=False)
-        future: asyncio.Future[str] = self._loop.create_future()
+        future = _WriteFuture(loop=self._loop)
         self._queue.put((os.fspath(path), data, future))
-        # Shielded like a worker-thread call: the write always finishes (renamed into
-        # place or temp removed) before a cancellation reaches the caller.
-        with anyio.CancelScope(shield=True):
-            sha = await future
-        return sha
+        # Like a shielded worker-thread call: the write always finishes (renamed into
+        # place or temp removed) before a cancellation reaches the caller; the future
+        # refuses to be cancelled, which costs nothing (an anyio shield scope per image
+        # was ~3% of the loop's CPU per item).
+        return await future
 
     def _run(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -77,7 +90,7 @@ class ImageWriter:
                     jobs.append(get_nowait())
                 except queue.Empty:
                     break
-            done: list[tuple[asyncio.Future[str], str | None, BaseException | None]] = []
+            done: list[tuple[_WriteFuture, str | None, BaseException | None]] = []
             stop = False
             for job in jobs:
                 if job is None:
@@ -97,7 +110,7 @@ class ImageWriter:
                 return
 
 
-def _settle(done: list[tuple[asyncio.Future[str], str | None, BaseException | None]]) -> None:
+def _settle(done: list[tuple[_WriteFuture, str | None, BaseException | None]]) -> None:
     for future, sha, exc in done:
         if future.done():
             continue

@@ -219,3 +219,45 @@ async def test_image_writer_writes_atomically_and_reports_errors(tmp_path: Path)
         f"{i}.png" for i in range(50)
     )
     assert not [t for t in threading.enumerate() if t.name == "cometgen-image-writer"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["scope", "task.cancel"])
+async def test_image_writer_cancellation_waits_for_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A cancelled caller gets its cancellation only once the queued write is settled."""
+    import asyncio
+    import time
+
+    import anyio
+
+    from cometgen import _image_writer
+    from cometgen._image_writer import ImageWriter
+
+    real = _image_writer._write_atomic_sync
+
+    def slow_write(path: str, data: bytes, fsync: bool) -> str:
+        time.sleep(0.3)
+        return real(path, data, fsync)
+
+    monkeypatch.setattr(_image_writer, "_write_atomic_sync", slow_write)
+    target = tmp_path / "a.png"
+    async with ImageWriter() as writer:
+        started = time.monotonic()
+        if how == "scope":
+            with anyio.move_on_after(0.05) as scope:
+                await writer.write(target, b"png")
+            assert scope.cancelled_caught
+            # Every cancel request the scope delivered meanwhile was taken back.
+            current = asyncio.current_task()
+            assert current is not None and current.cancelling() == 0
+        else:
+            task = asyncio.ensure_future(writer.write(target, b"png"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # The cancellation was held until the image was renamed into place.
+        assert target.read_bytes() == b"png"
+        assert time.monotonic() - started >= 0.25

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from .._batch import Batch, shard_of
+from .._batch import Batch, drain, shard_of
 from .._client import AsyncClient
 from .._config import API_KEY_ENV, Limits, Timeouts
 from .._exceptions import CometgenError, ConfigError, InputError, OutputLockedError
@@ -226,12 +226,13 @@ async def _run_async(
             async with progress:
                 tg.start_soon(progress.run)
                 async with batch.run(jobs) as outcomes:
-                    async for outcome in outcomes:
-                        if isinstance(outcome, Failed) and not args.quiet:
-                            if printed < _MAX_PRINTED_ERRORS:
-                                print(f"cometgen: failed {outcome.key}: {outcome.reason}",
-                                      file=sys.stderr, flush=True)
-                            printed += 1
+                    while received := await drain(outcomes):
+                        for outcome in received:
+                            if isinstance(outcome, Failed) and not args.quiet:
+                                if printed < _MAX_PRINTED_ERRORS:
+                                    print(f"cometgen: failed {outcome.key}: {outcome.reason}",
+                                          file=sys.stderr, flush=True)
+                                printed += 1
             main_scope.cancel()
     stats = batch.stats
     if interrupted and stats.stop_reason is None:
