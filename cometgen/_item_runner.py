@@ -9,7 +9,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -75,7 +74,9 @@ class ItemRunner:
     ) -> None:
         self.client = client
         self.out_dir = out_dir
-        self._out_str = os.fspath(out_dir) if out_dir is not None else ""
+        # The folder with a trailing separator: a name is appended to it per image, which is
+        # cheaper than os.path.join (names never contain a separator).
+        self._out_prefix = os.path.join(os.fspath(out_dir), "") if out_dir is not None else ""
         self.prices = prices
         self.include_text = include_text
         self.job_timeout = job_timeout
@@ -86,14 +87,6 @@ class ItemRunner:
     async def generate(
         self, item: WorkItem, started_at: str, t0: float
     ) -> tuple[Outcome, ManifestRecord]:
-        job = item.job
-        common: dict[str, Any] = {"key": item.key, "job": job, "index": item.index,
-                                  "model": item.model}
-        rec: dict[str, Any] = {
-            "key": item.key, "id": job.id, "model": item.model, "prompt": job.prompt,
-            "index": item.index, "line": job.line, "started_at": started_at,
-            "metadata": job.metadata,
-        }
         try:
             request = await self._request_for(item)
             result = await self.client.generate_from_request(
@@ -102,50 +95,70 @@ class ItemRunner:
         except CometgenError as exc:
             if isinstance(exc, _FATAL):
                 self._stop("quota" if isinstance(exc, QuotaExhaustedError) else "auth")
-            return self._failed(item, exc, common, rec, t0)
+            return self._failed(item, exc, started_at, t0)
         except Exception as exc:  # a bug must not take the siblings down
             logger.exception("unexpected error on item %r", item.key)
-            return self._failed(item, exc, common, rec, t0)
+            return self._failed(item, exc, started_at, t0)
+        job = item.job
         cost = self.prices.cost_from_usage(item.model, result.response.usage_metadata)
-        common.update(attempts=result.attempts, maybe_billed=result.maybe_billed,
-                      latency=result.latency, cost=cost)
-        rec.update(
+        status = result.outcome
+        # Outcome and record are built field by field (no shared kwargs dicts): this runs
+        # for every item, thousands of times a second.
+        record = ManifestRecord(
+            key=item.key, id=job.id, status=status, model=item.model, prompt=job.prompt,
+            index=item.index, line=job.line, started_at=started_at, metadata=job.metadata,
             attempts=result.attempts, maybe_billed=result.maybe_billed,
             latency=round(result.latency, 4), cost=cost, usage=result.usage.as_dict(),
             finish_reason=result.finish_reason, block_reason=result.block_reason,
             text=[result.text] if result.text else [],
         )
-        status = result.outcome
         if status == "done":
             try:
                 files = await self._save(item, result)
             except OSError as exc:
                 self._stop("disk")
                 reason = f"cannot write image: {exc.strerror or exc}"
-                common.update(maybe_billed=True)
-                rec.update(maybe_billed=True)
+                record.status, record.reason = "failed", reason
+                record.error_type, record.maybe_billed = type(exc).__name__, True
+                record.finished_at = now_iso()
                 return (
-                    Failed(**common, reason=reason, error=exc, error_type=type(exc).__name__),
-                    ManifestRecord(**rec, status="failed", reason=reason,
-                                   error_type=type(exc).__name__, finished_at=now_iso()),
+                    Failed(key=item.key, job=job, index=item.index, model=item.model,
+                           attempts=result.attempts, maybe_billed=True,
+                           latency=result.latency, cost=cost, reason=reason, error=exc,
+                           error_type=type(exc).__name__),
+                    record,
                 )
-            images = [] if self.out_dir is not None else result.images
+            record.files = files
+            record.finished_at = now_iso()
+            kept = self.out_dir is None
             return (
-                Done(**common, images=images, files=files, text=result.text,
-                     result=None if self.out_dir is not None else result),
-                ManifestRecord(**rec, status="done", files=files, finished_at=now_iso()),
+                Done(key=item.key, job=job, index=item.index, model=item.model,
+                     attempts=result.attempts, maybe_billed=result.maybe_billed,
+                     latency=result.latency, cost=cost,
+                     images=result.images if kept else [], files=files, text=result.text,
+                     result=result if kept else None),
+                record,
             )
         reason = _reason(result)
+        record.reason = reason
+        record.finished_at = now_iso()
+        outcome: Outcome
         if status == "blocked":
-            outcome: Outcome = Blocked(
-                **common, reason=reason, block_reason=result.block_reason,
-                finish_reason=result.finish_reason, result=result,
+            outcome = Blocked(
+                key=item.key, job=job, index=item.index, model=item.model,
+                attempts=result.attempts, maybe_billed=result.maybe_billed,
+                latency=result.latency, cost=cost, reason=reason,
+                block_reason=result.block_reason, finish_reason=result.finish_reason,
+                result=result,
             )
         else:
-            outcome = NoImage(**common, reason=reason, finish_reason=result.finish_reason,
-                              text=result.text, result=result)
-        return outcome, ManifestRecord(**rec, status=status, reason=reason,
-                                       finished_at=now_iso())
+            outcome = NoImage(
+                key=item.key, job=job, index=item.index, model=item.model,
+                attempts=result.attempts, maybe_billed=result.maybe_billed,
+                latency=result.latency, cost=cost, reason=reason,
+                finish_reason=result.finish_reason, text=result.text, result=result,
+            )
+        return outcome, record
 
     async def adopt_existing(
         self, item: WorkItem, started_at: str
@@ -182,19 +195,25 @@ class ItemRunner:
         return None
 
     def _failed(
-        self, item: WorkItem, exc: BaseException, common: dict[str, Any],
-        rec: dict[str, Any], t0: float,
+        self, item: WorkItem, exc: BaseException, started_at: str, t0: float
     ) -> tuple[Outcome, ManifestRecord]:
+        job = item.job
         attempts = getattr(exc, "attempts", 0)
         maybe_billed = bool(getattr(exc, "maybe_billed", False))
         latency = time.monotonic() - t0
         reason = f"{type(exc).__name__}: {exc}"
-        common.update(attempts=attempts, maybe_billed=maybe_billed, latency=latency)
-        rec.update(attempts=attempts, maybe_billed=maybe_billed, latency=round(latency, 4))
+        error_type = type(exc).__name__
         return (
-            Failed(**common, reason=reason, error=exc, error_type=type(exc).__name__),
-            ManifestRecord(**rec, status="failed", reason=reason,
-                           error_type=type(exc).__name__, finished_at=now_iso()),
+            Failed(key=item.key, job=job, index=item.index, model=item.model,
+                   attempts=attempts, maybe_billed=maybe_billed, latency=latency,
+                   reason=reason, error=exc, error_type=error_type),
+            ManifestRecord(
+                key=item.key, id=job.id, status="failed", reason=reason,
+                error_type=error_type, model=item.model, prompt=job.prompt,
+                index=item.index, line=job.line, attempts=attempts,
+                maybe_billed=maybe_billed, latency=round(latency, 4),
+                started_at=started_at, finished_at=now_iso(), metadata=job.metadata,
+            ),
         )
 
     async def _request_for(self, item: WorkItem) -> wire.GenerateContentRequest:
@@ -222,7 +241,7 @@ class ItemRunner:
             # No fsync here: the manifest writer (sync_files=True) syncs the images of a
             # whole flush at once, before their records; temp + rename still means a
             # final name never holds a partial image after kill -9.
-            path = os.path.join(self._out_str, name)  # cheaper than a pathlib join
+            path = self._out_prefix + name
             sha = await (
                 self.image_writer.write(path, image.data)
                 if self.image_writer is not None

@@ -208,12 +208,17 @@ class ManifestWriter:
         """Buffer ``record``; flushes when ``batch_size`` records are buffered."""
         if self._fd is None:
             raise RuntimeError("ManifestWriter is not open")
-        self._raise_stored_error()
-        self._buffer.append(_encoder.encode(record) + b"\n")
+        if self._error is not None:
+            self._raise_stored_error()
+        buffer = self._buffer
+        buffer.append(_encoder.encode(record) + b"\n")
         if self._sync_files and record.files:
             self._names.extend(f.path for f in record.files)
-        self._pending.set()
-        buffered = len(self._buffer)
+        buffered = len(buffer)
+        if buffered == 1:
+            # The buffer was empty, so the flush loop's event is a fresh one (a flush that
+            # empties the buffer replaces it); while records are buffered it stays set.
+            self._pending.set()
         # While a flush runs, callers keep buffering instead of queueing on its lock (which
         # stalled every worker for a whole sync); far past a batch, they wait (backpressure).
         if buffered >= self._batch_size and (

@@ -101,17 +101,25 @@ class GenerateResult:
         maybe_billed: bool = False, latency: float = 0.0,
     ) -> GenerateResult:
         candidate = response.candidates[0] if response.candidates else None
-        images = [
-            Image(
-                p.inline_data.data, p.inline_data.mime_type, thought_signature=p.thought_signature
-            )
-            for p in response.image_parts()
-            if p.inline_data is not None
-        ]
+        # The final parts are walked once here (image_parts() and text() would each walk
+        # them again): this runs once per item.
+        images: list[Image] = []
+        texts: list[str] = []
+        content = candidate.content if candidate is not None else None
+        for p in content.parts if content is not None else ():
+            if p.thought:
+                continue
+            if p.text is not None:
+                texts.append(p.text)
+            inline = p.inline_data
+            if inline is not None and inline.mime_type.startswith("image/"):
+                images.append(
+                    Image(inline.data, inline.mime_type, thought_signature=p.thought_signature)
+                )
         feedback = response.prompt_feedback
         return cls(
             images=images,
-            text=response.text(),
+            text="".join(texts) if texts else None,
             finish_reason=candidate.finish_reason if candidate else None,
             finish_message=candidate.finish_message if candidate else None,
             block_reason=feedback.block_reason if feedback else None,
