@@ -384,7 +384,10 @@ class Batch:
                         return
                 except anyio.EndOfStream:
                     return
-                # No checkpoint of its own: every item awaits its request (or its adoption).
+                # No checkpoint per item (anyio's receive() yields to the loop every time):
+                # an item suspends on its request or its files anyway, and one that fails
+                # before any I/O is followed, at most a stream buffer later, by a receive()
+                # that waits.
                 await self._process(item, out)
 
     async def _process(self, item: WorkItem, out: MemoryObjectSendStream[Outcome]) -> None:
