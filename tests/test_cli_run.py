@@ -323,3 +323,21 @@ def test_stdin_and_txt_inputs(tmp_path: Path, mock: ThreadedMockServer) -> None:
     proc = run_cli("run", str(txt), "-o", str(out), *remote(mock))
     assert proc.returncode == 0, proc.stderr
     assert len(latest(out)) == 3
+
+
+@pytest.mark.parametrize("threshold", [700, 50_000, 0])
+def test_run_raises_the_young_gc_threshold_and_restores_it(threshold: int) -> None:
+    import gc
+
+    from cometgen._cli._run_cmd import _fewer_gc_passes
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(threshold, *before[1:])
+        with _fewer_gc_passes():
+            # Raised, never lowered; 0 (automatic collection off) stays off.
+            assert gc.get_threshold()[0] == (max(threshold, 10_000) if threshold else 0)
+            assert gc.get_threshold()[1:] == before[1:]
+        assert gc.get_threshold() == (threshold, *before[1:])
+    finally:
+        gc.set_threshold(*before)
