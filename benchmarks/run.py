@@ -51,7 +51,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     out = {}
-    for pkg in ("cometgen", "google-genai", "aiohttp", "msgspec", "anyio"):
+    for pkg in ("cometgen", "google-genai", "aiohttp", "msgspec", "pybase64", "anyio", "uvloop"):
         try:
             out[pkg] = version(pkg)
         except Exception:
