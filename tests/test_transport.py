@@ -8,12 +8,13 @@ request, so the failure must be classed as ambiguous.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 
@@ -100,15 +101,33 @@ async def test_refused_connection_is_not_sent() -> None:
     assert _not_sent(info.value)
 
 
-async def test_hanging_connect_is_a_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def never_connects(self: Any, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(30)
+@contextmanager
+def _unanswered_port() -> Iterator[int]:
+    """A local port whose connects hang: its listen queue is full and nobody accepts.
 
-    monkeypatch.setattr(aiohttp.TCPConnector, "_create_connection", never_connects)
-    transport = _transport_for(total_timeout=0.2)
+    Linux drops the SYNs of a listener whose accept queue is full, so the client keeps
+    retrying the handshake: a real hanging connect, without touching aiohttp.
+    """
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        for _ in range(3):  # fill the accept queue
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        time.sleep(0.05)
+        yield port
+
+
+async def test_hanging_connect_is_a_connect_timeout() -> None:
+    transport = _transport_for(total_timeout=0.3)
     try:
-        with pytest.raises(ConnectTimeout) as info:
-            await transport.post(f"http://127.0.0.1:{_closed_port()}/v1", HEADERS, b"{}")
+        with _unanswered_port() as port:
+            with pytest.raises(ConnectTimeout) as info:
+                await transport.post(f"http://127.0.0.1:{port}/v1", HEADERS, b"{}")
     finally:
         await transport.aclose()
     assert _not_sent(info.value)
