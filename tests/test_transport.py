@@ -152,22 +152,17 @@ async def test_waiting_for_a_pooled_connection_is_not_sent(pool_timeout: float |
     assert _not_sent(info.value)
 
 
-async def test_no_answer_after_sending_is_an_ambiguous_read_timeout() -> None:
-    async with _raw_server("hang") as url:
+@pytest.mark.parametrize(
+    ("behaviour", "error"),
+    [("hang", ReadTimeout), ("drop", ConnectionDroppedError)],
+    ids=["no-answer-read-timeout", "dropped-after-sending"],
+)
+async def test_failure_after_sending_is_ambiguous(behaviour: str,
+                                                  error: type[TransportError]) -> None:
+    async with _raw_server(behaviour) as url:
         transport = _transport_for(total_timeout=0.3)
         try:
-            with pytest.raises(ReadTimeout) as info:
-                await transport.post(url, HEADERS, b"{}")
-        finally:
-            await transport.aclose()
-    assert info.value.delivery == "ambiguous"
-
-
-async def test_connection_dropped_after_sending_is_ambiguous() -> None:
-    async with _raw_server("drop") as url:
-        transport = _transport_for()
-        try:
-            with pytest.raises(ConnectionDroppedError) as info:
+            with pytest.raises(error) as info:
                 await transport.post(url, HEADERS, b"{}")
         finally:
             await transport.aclose()
