@@ -16,7 +16,8 @@ import re
 import secrets
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Final
 
 import aiofiles
@@ -153,16 +154,13 @@ def write_atomic_sync(
 def _write_atomic_sync(final: str, data: bytes, fsync: bool, digest: bool = True) -> str:
     directory, name = os.path.split(final)
     tmp = os.path.join(directory, temp_name_for(name))
-    try:
+    with removed_on_error(tmp):
         with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:
-        _unlink_quiet(tmp)
-        raise
     if fsync:
         fsync_dir(directory or ".")
     return hashlib.sha256(data).hexdigest() if digest else ""
@@ -256,6 +254,16 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+@contextmanager
+def removed_on_error(tmp: str) -> Iterator[str]:
+    """Yield ``tmp`` (a temp file path); on any error or cancellation remove it and re-raise."""
+    try:
+        yield tmp
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
 
 
 def _is_unsafe(ch: str) -> bool:

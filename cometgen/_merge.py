@@ -19,7 +19,7 @@ from typing import Final, Literal
 import msgspec
 
 from ._exceptions import ConfigError, MergeConflictError
-from ._files import temp_name_for, write_atomic_sync
+from ._files import removed_on_error, temp_name_for, write_atomic_sync
 from ._manifest import MANIFEST_NAME, STATUS_DONE, STATUS_FAILED
 from ._metadata import write_metadata_jsonl
 
@@ -203,7 +203,7 @@ def _place(src: str, out: str, rel: str, made_dirs: set[str], link: bool,
         os.makedirs(directory, exist_ok=True)
         made_dirs.add(directory)
     tmp = os.path.join(directory, temp_name_for(os.path.basename(dst)))
-    try:
+    with removed_on_error(tmp):
         if link:
             try:
                 os.link(src, tmp)
@@ -217,9 +217,3 @@ def _place(src: str, out: str, rel: str, made_dirs: set[str], link: bool,
                 os.fsync(f.fileno())
             report.copied += 1
         os.replace(tmp, dst)  # the final name appears complete or not at all
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -9,7 +9,7 @@ from typing import Any, Final
 import msgspec
 from msgspec import Struct
 
-from ._files import fsync_dir, temp_name_for
+from ._files import fsync_dir, removed_on_error, temp_name_for
 from ._keyset import KeySet
 from ._manifest import MANIFEST_NAME, METADATA_NAME, STATUS_DONE, _lite_decoder
 
@@ -63,19 +63,13 @@ def write_metadata_jsonl(
     final = os.path.join(root, METADATA_NAME)
     tmp = os.path.join(root, temp_name_for(METADATA_NAME))
     written = 0
-    try:
+    with removed_on_error(tmp):
         with open(tmp, "xb", buffering=1 << 20) as out:
             if total:
                 written = _write_rows(source, total, repeated, root, out.write)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     fsync_dir(root)
     return written
 
