@@ -113,14 +113,16 @@ class Image:
             return await anyio.to_thread.run_sync(
                 self._save_sync, target, durable, limiter=_save_limiter()
             )
-        if await anyio.Path(target).is_dir():
-            target = target / f"image.{self.extension}"
+        target = await anyio.to_thread.run_sync(self._file_for, target)
         await write_atomic(target, self.data, fsync=durable, digest=False)
         return target
 
+    def _file_for(self, target: Path) -> Path:
+        """``target``, or ``target/image.<ext>`` when it is a directory (blocking)."""
+        return target / f"image.{self.extension}" if target.is_dir() else target
+
     def _save_sync(self, target: Path, durable: bool) -> Path:
-        if target.is_dir():
-            target = target / f"image.{self.extension}"
+        target = self._file_for(target)
         write_atomic_sync(target, self.data, fsync=durable, digest=False)
         return target
 
