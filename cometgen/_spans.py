@@ -57,7 +57,7 @@ class CutBody:
     signatures: dict[bytes, msgspec.Raw] = field(default_factory=dict)
 
 
-def _string_end(body: bytes, start: int) -> int:
+def _string_end(body: bytes | bytearray, start: int) -> int:
     """Index of the quote closing the string whose first character is at ``start``; -1 if none."""
     end = body.find(b'"', start)
     while end > 0 and body[end - 1] == _BACKSLASH:
@@ -70,14 +70,14 @@ def _string_end(body: bytes, start: int) -> int:
     return end
 
 
-def _skip_whitespace(body: bytes, pos: int) -> int:
+def _skip_whitespace(body: bytes | bytearray, pos: int) -> int:
     size = len(body)
     while pos < size and body[pos] in _WHITESPACE:
         pos += 1
     return pos
 
 
-def cut_long_strings(body: bytes) -> CutBody | None:
+def cut_long_strings(body: bytes | bytearray) -> CutBody | None:
     """Cut long ``data`` / ``thoughtSignature`` string values out of ``body``.
 
     Returns ``None`` when nothing was cut (or the body is not worth it): decode it whole.
@@ -86,7 +86,7 @@ def cut_long_strings(body: bytes) -> CutBody | None:
     """
     token = os.urandom(8)
     cut = CutBody(skeleton=b"")
-    pieces: list[bytes] = []
+    pieces: list[bytes | bytearray] = []
     kept = 0  # body[kept:] is not yet in pieces
     pos = 0
     strings = 0

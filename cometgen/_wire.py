@@ -39,6 +39,7 @@ __all__ = [
     "ThinkingConfig",
     "Tool",
     "UsageMetadata",
+    "decode_owned_response",
     "decode_request",
     "decode_response",
     "encode_request",
@@ -331,7 +332,7 @@ def _is_base64_error(exc: msgspec.ValidationError) -> bool:
     return "base64" in str(exc)
 
 
-def _decode_cut(body: bytes) -> GenerateContentResponse | None:
+def _decode_cut(body: bytes | bytearray) -> GenerateContentResponse | None:
     """Large bodies: msgspec decodes a skeleton, the long strings are put back (``_spans``).
 
     ``None`` when there was nothing to cut or the skeleton does not decode: the whole body
@@ -367,6 +368,23 @@ def decode_response(body: bytes | bytearray | memoryview) -> GenerateContentResp
         fast = _decode_cut(body)
         if fast is not None:
             return fast
+    return _decode_whole(body)
+
+
+def decode_owned_response(body: bytes | bytearray) -> GenerateContentResponse:
+    """``decode_response`` for a buffer nobody else holds: a ``bytearray`` takes the fast path.
+
+    A ``thoughtSignature`` stays a view of the buffer, so a caller's bytearray that changed
+    later would change it; the client's own read buffer never does.
+    """
+    if len(body) >= MIN_BODY:
+        fast = _decode_cut(body)
+        if fast is not None:
+            return fast
+    return _decode_whole(body)
+
+
+def _decode_whole(body: bytes | bytearray | memoryview) -> GenerateContentResponse:
     try:
         return _RESPONSE_DECODER.decode(body)
     except msgspec.ValidationError as exc:
