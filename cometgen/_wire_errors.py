@@ -131,7 +131,9 @@ def _from_envelope(
     )
 
 
-def parse_error_body(body: bytes | bytearray, *, status_code: int, reason_phrase: str = "") -> ErrorInfo:
+def parse_error_body(
+    body: bytes | bytearray, *, status_code: int, reason_phrase: str = ""
+) -> ErrorInfo:
     """Extract message, status, retry delay, quota id, reason and request id; never raises."""
     try:
         data = _DECODER.decode(body)

@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import pytest
 
 from cometgen import _wire
 from cometgen._exceptions import ConnectionDroppedError
+from cometgen._pacing import BodyPacer
 from cometgen._transport import AiohttpTransport
 
 pytestmark = pytest.mark.anyio
@@ -58,6 +60,9 @@ async def _serve(body: bytes, framing: str, status: int = 200) -> AsyncIterator[
         else:
             headers.append(f"Content-Length: {len(payload)}")
             writer.write(("\r\n".join(headers) + "\r\n\r\n").encode())
+            if framing == "headers-first":
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the client has the headers and no body yet
             if framing == "truncated":
                 payload = payload[: len(payload) // 2]
             for start in range(0, len(payload), 100_000):
@@ -125,3 +130,34 @@ async def test_short_large_body_is_a_dropped_connection() -> None:
         with pytest.raises(ConnectionDroppedError) as info:
             await _post(url)
     assert info.value.delivery != "not_sent"
+
+
+@pytest.mark.parametrize("framing", ["length", "headers-first", "gzip", "chunked"])
+async def test_concurrent_large_bodies_waiting_for_a_reader_slot_all_complete(
+    framing: str,
+) -> None:
+    # One reader slot: the other answers are paused on arrival and resumed in turn; a
+    # resume that went missing would hang here instead of completing.
+    transport = AiohttpTransport(
+        max_connections=8, connect_timeout=None, pool_timeout=None, total_timeout=30.0,
+        pacer=BodyPacer(readers=1, patience=30.0),
+    )
+    try:
+        async with _serve(FLASH, framing) as url:
+            results: list[bytes | bytearray] = []
+
+            async def one() -> None:
+                raw = await transport.post(url, {"Content-Type": "application/json"}, b"{}")
+                results.append(raw.body)
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(8):
+                        tg.start_soon(one)
+    finally:
+        await transport.aclose()
+    assert len(results) == 8
+    assert all(body == FLASH for body in results)
+    # Without a Content-Length the size is unknown until the end: no slot is taken.
+    assert transport.pacer.large_reads == (0 if framing == "chunked" else 8)
+    assert transport.pacer.impatient_reads == 0
