@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -255,6 +255,30 @@ def _identity(resp: aiohttp.ClientResponse) -> bool:
     return encoding in ("", "identity")
 
 
+_new_bytearray: Callable[[None, int], bytearray] | None = None
+
+
+def _uninitialized_bytearray(size: int) -> bytearray:
+    """A bytearray of ``size`` bytes that the caller overwrites completely.
+
+    ``bytearray(size)`` zero-fills first: ~0.1 ms per MB, 9 % of a 4 MB answer's CPU.
+    CPython's ``PyByteArray_FromStringAndSize(NULL, size)`` leaves the bytes as allocated;
+    elsewhere (no ``ctypes.pythonapi``) the zero-filled one is used.
+    """
+    global _new_bytearray
+    if _new_bytearray is None:
+        try:
+            import ctypes
+
+            fn = ctypes.pythonapi.PyByteArray_FromStringAndSize
+            fn.argtypes = [ctypes.c_char_p, ctypes.c_ssize_t]
+            fn.restype = ctypes.py_object
+            _new_bytearray = fn
+        except (ImportError, AttributeError):  # not CPython
+            _new_bytearray = lambda _none, n: bytearray(n)  # noqa: E731
+    return _new_bytearray(None, size)
+
+
 async def _read_into(stream: aiohttp.StreamReader, size: int) -> bytearray:
     """Read a body of known ``size`` into one buffer, chunk by chunk.
 
@@ -264,7 +288,7 @@ async def _read_into(stream: aiohttp.StreamReader, size: int) -> bytearray:
     the same memory to the next one (measured: 2 MB answers 3.5 -> 2.9 ms of CPU each,
     page faults 450 -> 25).
     """
-    buf = bytearray(size)
+    buf = _uninitialized_bytearray(size)
     pos = 0
     with memoryview(buf) as view:
         while True:
