@@ -151,15 +151,33 @@ def write_atomic_sync(
     return _write_atomic_sync(os.fspath(path), data, fsync, digest)
 
 
+# O_EXCL: never clobber anything; mode 0o666 honours the umask, like open(..., "xb").
+_CREATE_FLAGS: Final = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # os.write rather than a file object: open() adds fstat, isatty and lseek calls, and
+    # every call made from a worker thread takes the GIL back from the event loop once.
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)
+        while written < len(data):
+            written += os.write(fd, view[written:])
+
+
 def _write_atomic_sync(final: str, data: bytes, fsync: bool, digest: bool = True) -> str:
     directory, name = os.path.split(final)
     tmp = os.path.join(directory, temp_name_for(name))
     with removed_on_error(tmp):
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
+        fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+        try:
+            _write_all(fd, data)
             if fsync:
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, final)
     if fsync:
         fsync_dir(directory or ".")
