@@ -32,6 +32,7 @@ __all__ = [
     "image_file_name",
     "is_temp_name",
     "safe_stem",
+    "start_writeback",
     "sync_files",
     "temp_name_for",
     "write_atomic",
@@ -167,7 +168,9 @@ def _write_all(fd: int, data: bytes) -> None:
             written += os.write(fd, view[written:])
 
 
-def _write_atomic_sync(final: str, data: bytes, fsync: bool, digest: bool = True) -> str:
+def _write_atomic_sync(
+    final: str, data: bytes, fsync: bool, digest: bool = True, writeback: bool = False
+) -> str:
     directory, name = os.path.split(final)
     tmp = os.path.join(directory, temp_name_for(name))
     with removed_on_error(tmp):
@@ -176,6 +179,8 @@ def _write_atomic_sync(final: str, data: bytes, fsync: bool, digest: bool = True
             _write_all(fd, data)
             if fsync:
                 os.fsync(fd)
+            elif writeback:
+                start_writeback(fd)
         finally:
             os.close(fd)
         os.replace(tmp, final)
@@ -210,26 +215,50 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-_syncfs: Callable[[int], int] | None = None
-_syncfs_loaded = False
+_libc_functions: dict[str, Callable[..., int] | None] = {}
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
+def _libc(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """A libc function by name (Linux), or None where there is none."""
     # Looked up on first use: ctypes costs startup time that most commands never need.
-    global _syncfs, _syncfs_loaded
-    if not _syncfs_loaded:
-        _syncfs_loaded = True
+    if name not in _libc_functions:
+        fn = None
         if sys.platform.startswith("linux"):
             import ctypes
 
             try:
-                fn = ctypes.CDLL(None, use_errno=True).syncfs
+                fn = getattr(ctypes.CDLL(None, use_errno=True), name)
             except (OSError, AttributeError):
-                return None
-            fn.argtypes = [ctypes.c_int]
-            fn.restype = ctypes.c_int
-            _syncfs = fn
-    return _syncfs
+                fn = None
+            else:
+                fn.argtypes = list(argtypes)
+                fn.restype = ctypes.c_int
+        _libc_functions[name] = fn
+    return _libc_functions[name]
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    import ctypes
+
+    return _libc("syncfs", ctypes.c_int)
+
+
+_SYNC_FILE_RANGE_WRITE: Final = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Start writing ``fd``'s dirty pages to disk now, without waiting (Linux; else nothing).
+
+    Not durability (no metadata, no wait): ``sync_files`` still makes the file durable.
+    Started per image, the writeback runs steadily instead of as one burst of hundreds of MB
+    at each ``sync_files``, which stalled the writer thread and the event loop (measured:
+    loop lag p99 16-18 -> 8-11 ms, 185 -> 200 images/s with 64 2 MB answers in flight).
+    """
+    import ctypes
+
+    fn = _libc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    if fn is not None:
+        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # best effort: an error changes nothing
 
 
 def sync_files(directory: str | os.PathLike[str], names: Iterable[str]) -> None:

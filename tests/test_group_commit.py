@@ -237,9 +237,9 @@ async def test_image_writer_cancellation_waits_for_the_write(
 
     real = _image_writer._write_atomic_sync
 
-    def slow_write(path: str, data: bytes, fsync: bool) -> str:
+    def slow_write(path: str, data: bytes, *args: Any) -> str:
         time.sleep(0.3)
-        return real(path, data, fsync)
+        return real(path, data, *args)
 
     monkeypatch.setattr(_image_writer, "_write_atomic_sync", slow_write)
     target = tmp_path / "a.png"
@@ -261,3 +261,45 @@ async def test_image_writer_cancellation_waits_for_the_write(
         # The cancellation was held until the image was renamed into place.
         assert target.read_bytes() == b"png"
         assert time.monotonic() - started >= 0.25
+
+
+# --------------------------------------------------------------------------- early writeback
+
+
+@pytest.mark.anyio
+async def test_image_writer_starts_writeback_of_large_images_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from cometgen._config import EARLY_WRITEBACK_BYTES
+    from cometgen._image_writer import ImageWriter
+
+    started: list[int] = []
+    real = _files.start_writeback
+
+    def spy(fd: int) -> None:
+        started.append(os.fstat(fd).st_size)  # called on the complete, still open temp file
+        real(fd)
+
+    monkeypatch.setattr(_files, "start_writeback", spy)
+    big, small = os.urandom(EARLY_WRITEBACK_BYTES), b"\x89PNG" + os.urandom(100)
+    async with ImageWriter() as writer:
+        assert await writer.write(tmp_path / "big.png", big) == hashlib.sha256(big).hexdigest()
+        await writer.write(tmp_path / "small.png", small)
+    assert started == [len(big)]
+    assert (tmp_path / "big.png").read_bytes() == big
+    assert (tmp_path / "small.png").read_bytes() == small
+
+
+def test_start_writeback_is_best_effort(tmp_path: Path) -> None:
+    with open(tmp_path / "a.png", "wb") as f:
+        f.write(os.urandom(300_000))
+        f.flush()
+        _files.start_writeback(f.fileno())  # dirty pages: writeback starts, nothing waits
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        _files.start_writeback(fd)  # a directory: the kernel refuses, silently ignored
+    finally:
+        os.close(fd)
+    assert (tmp_path / "a.png").stat().st_size == 300_000
