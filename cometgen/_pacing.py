@@ -109,14 +109,14 @@ class _ReadSlot:
 class BurstGate:
     """About ``per_iteration`` requests start in one event-loop iteration.
 
-    Starting a request costs ~0.3 ms of loop time, ~1 ms when it opens a connection, so 64
+    Starting a request costs ~0.3 ms of loop time, opening a connection ~1 ms more, so 64
     calls made at once would hold the loop for tens of ms in one iteration; the gate spreads
     such a burst over several iterations (waiters are woken in order, ``per_iteration`` at
-    a time) and costs nothing when requests trickle in. Two per iteration measured best
-    (loop lag p99 at the start of a 64-wide burst of 2 MB answers: 9-13 ms with four).
+    a time) and costs nothing when requests trickle in. The transport uses one gate for
+    request starts and a tighter one for new connections (see ``_config``).
     """
 
-    def __init__(self, per_iteration: int = 2) -> None:
+    def __init__(self, per_iteration: int = 4) -> None:
         if per_iteration < 1:
             raise ValueError("per_iteration must be >= 1")
         self.per_iteration = per_iteration

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import anyio
@@ -25,6 +26,7 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
+from ._config import CONNECTS_PER_ITERATION, REQUEST_STARTS_PER_ITERATION
 from ._exceptions import (
     ConnectError,
     ConnectionDroppedError,
@@ -65,7 +67,12 @@ _current_phase: ContextVar[_Phase | None] = ContextVar("cometgen_phase", default
 
 
 class _PhaseConnector(aiohttp.TCPConnector):
-    """A ``TCPConnector`` that marks the current request's phase as it gets a connection."""
+    """A ``TCPConnector`` that marks the current request's phase as it gets a connection,
+    and opens at most ``CONNECTS_PER_ITERATION`` new connections per loop iteration."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._connect_gate = BurstGate(per_iteration=CONNECTS_PER_ITERATION)
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
@@ -85,6 +92,7 @@ class _PhaseConnector(aiohttp.TCPConnector):
         phase = _current_phase.get()
         if phase is not None:
             phase.stage = "connect"
+        await self._connect_gate.wait()
         return await super()._create_connection(req, traces, timeout)
 
 
@@ -103,7 +111,7 @@ class AiohttpTransport:
     ) -> None:
         self._max_connections = max_connections
         self.pacer = pacer if pacer is not None else BodyPacer()
-        self._burst = BurstGate()
+        self._burst = BurstGate(per_iteration=REQUEST_STARTS_PER_ITERATION)
         self._connect_timeout = connect_timeout
         self._pool_timeout = pool_timeout
         self._total_timeout = total_timeout
