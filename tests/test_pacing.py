@@ -159,33 +159,23 @@ async def test_truncated_large_body_is_a_dropped_connection() -> None:
 
 
 async def test_burst_gate_spreads_a_burst_over_iterations() -> None:
-    import asyncio
     from collections import Counter
+
+    from _loop_iterations import LoopIterations
 
     from cometgen._pacing import BurstGate
 
-    loop = asyncio.get_running_loop()
-    iteration = 0
-    running = True
-
-    def bump() -> None:  # runs once per loop iteration
-        nonlocal iteration
-        iteration += 1
-        if running:
-            loop.call_soon(bump)
-
-    loop.call_soon(bump)
     gate = BurstGate(per_iteration=4)
     started: list[int] = []
+    with LoopIterations() as iterations:
 
-    async def start() -> None:
-        await gate.wait()
-        started.append(iteration)
+        async def start() -> None:
+            await gate.wait()
+            started.append(iterations.count)
 
-    async with anyio.create_task_group() as tg:
-        for _ in range(40):
-            tg.start_soon(start)
-    running = False
+        async with anyio.create_task_group() as tg:
+            for _ in range(40):
+                tg.start_soon(start)
     per_iteration = Counter(started)
     assert len(started) == 40
     assert max(per_iteration.values()) <= 8  # fresh starts + the woken ones, at most

@@ -172,41 +172,32 @@ async def test_failure_after_sending_is_ambiguous(behaviour: str,
 async def test_a_burst_opens_at_most_two_connections_per_loop_iteration() -> None:
     from collections import Counter
 
+    from _loop_iterations import LoopIterations
+
     from cometgen._config import CONNECTS_PER_ITERATION
-
-    loop = asyncio.get_running_loop()
-    iteration = 0
-    ticking = True
-
-    def tick() -> None:  # runs once per loop iteration
-        nonlocal iteration
-        iteration += 1
-        if ticking:
-            loop.call_soon(tick)
 
     async with MockServer() as server:
         transport = _transport_for(max_connections=16)
         gate = transport._open().connector._connect_gate  # type: ignore[union-attr]
         opened: list[int] = []
         real_wait = gate.wait
-
-        async def recording_wait() -> None:
-            await real_wait()
-            opened.append(iteration)
-
-        gate.wait = recording_wait  # type: ignore[method-assign]
-        loop.call_soon(tick)
         try:
-            async with anyio.create_task_group() as tg:
-                for i in range(16):
-                    tg.start_soon(
-                        transport.post,
-                        f"{server.url}/v1beta/models/gemini-2.5-flash-image:generateContent",
-                        {**HEADERS, "Authorization": "Bearer k"},
-                        b'{"contents":[{"role":"user","parts":[{"text":"fox %d"}]}]}' % i,
-                    )
+            with LoopIterations() as iterations:
+
+                async def recording_wait() -> None:
+                    await real_wait()
+                    opened.append(iterations.count)
+
+                gate.wait = recording_wait  # type: ignore[method-assign]
+                async with anyio.create_task_group() as tg:
+                    for i in range(16):
+                        tg.start_soon(
+                            transport.post,
+                            f"{server.url}/v1beta/models/gemini-2.5-flash-image:generateContent",
+                            {**HEADERS, "Authorization": "Bearer k"},
+                            b'{"contents":[{"role":"user","parts":[{"text":"fox %d"}]}]}' % i,
+                        )
         finally:
-            ticking = False
             await transport.aclose()
     assert len(opened) == 16  # one new connection per concurrent request
     assert max(Counter(opened).values()) <= CONNECTS_PER_ITERATION
