@@ -45,7 +45,7 @@ class RawResponse:
     status: int
     reason: str
     headers: Mapping[str, str]
-    #: A ``bytearray`` for a large uncompressed 200 answer (read into one buffer, see
+    #: A ``bytearray`` for a large or unsized 200 answer (read into one buffer, see
     #: ``_read_into``); nothing else holds it, so it is as immutable as ``bytes`` in practice.
     body: bytes | bytearray
 
@@ -227,7 +227,11 @@ class AiohttpTransport:
             phase.stage = "sent"
             size = resp.content_length
             data: bytes | bytearray
-            if self.pacer.is_large(size):
+            # Without a Content-Length (chunked, as Gemini answers over HTTP/1.1) a 200 body
+            # still arriving may be large: it is paced like one.
+            if self.pacer.is_large(size) or (
+                size is None and resp.status == 200 and not resp.content.is_eof()
+            ):
                 # Stop reading this socket while the body waits for a reader slot: a burst
                 # of answers otherwise fills every connection's buffer (2 x 256 KiB each)
                 # in the same few loop iterations, the largest loop-lag spikes measured.
@@ -238,10 +242,12 @@ class AiohttpTransport:
                 async with self.pacer.reading():
                     if protocol is not None:
                         protocol.resume_reading()
-                    if size is not None and resp.status == 200 and _identity(resp):
+                    if resp.status != 200:
+                        data = await resp.read()
+                    elif size is not None and _identity(resp):
                         data = await _read_into(resp.content, size)
                     else:
-                        data = await resp.read()
+                        data = await _read_growing(resp.content)
             else:
                 data = await resp.read()
             return RawResponse(
@@ -313,6 +319,21 @@ async def _read_into(stream: aiohttp.StreamReader, size: int) -> bytearray:
     if pos != size:
         raise aiohttp.ClientPayloadError(f"body of {pos} bytes, Content-Length {size}")
     return buf
+
+
+async def _read_growing(stream: aiohttp.StreamReader) -> bytearray:
+    """A body of unknown decoded size (chunked, gzip): appended to one growing buffer.
+
+    One copy of each chunk, where ``ClientResponse.read()`` makes two.
+    """
+    buf = bytearray()
+    while True:
+        chunk, end_of_http_chunk = await stream.readchunk()
+        if not chunk:
+            if end_of_http_chunk:
+                continue  # a chunked-encoding boundary, not the end
+            return buf
+        buf += chunk
 
 
 def _timeout_for(phase: _Phase, total: float | None) -> TransportError:

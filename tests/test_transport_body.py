@@ -1,8 +1,9 @@
 """AiohttpTransport reads large answers into one buffer; every framing still yields the body.
 
-A large uncompressed 200 answer with a Content-Length is read chunk by chunk into one
-``bytearray``; gzip, chunked framing and error statuses take aiohttp's own ``read()``. The
-body must come out byte-identical either way, and a short body must be a dropped connection.
+A large 200 answer is read chunk by chunk into one ``bytearray`` (preallocated with a plain
+Content-Length, grown for gzip and chunked framing, where the size is unknown); error
+statuses take aiohttp's own ``read()``. The body must come out byte-identical either way,
+and a short body must be a dropped connection.
 """
 
 from __future__ import annotations
@@ -49,14 +50,18 @@ async def _serve(body: bytes, framing: str, status: int = 200) -> AsyncIterator[
         if framing == "gzip":
             payload = gzip.compress(body, compresslevel=1)
             headers.append("Content-Encoding: gzip")
-        if framing == "chunked":
+        if framing.startswith("chunked"):
             headers.append("Transfer-Encoding: chunked")
             writer.write(("\r\n".join(headers) + "\r\n\r\n").encode())
+            truncated = framing == "chunked-truncated"
+            if truncated:
+                payload = payload[: len(payload) // 2]
             for start in range(0, len(payload), 100_000):
                 piece = payload[start : start + 100_000]
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
-            writer.write(b"0\r\n\r\n")
+            if not truncated:
+                writer.write(b"0\r\n\r\n")
         else:
             headers.append(f"Content-Length: {len(payload)}")
             writer.write(("\r\n".join(headers) + "\r\n\r\n").encode())
@@ -97,8 +102,9 @@ async def test_every_framing_yields_the_same_body(body: bytes, framing: str) -> 
         status, got = await _post(url)
     assert status == 200
     assert got == body
-    # Only the plain Content-Length answer is read into the client's own buffer.
-    assert isinstance(got, bytearray) == (framing == "length")
+    # Every large 200 answer is read into the client's own buffer (preallocated when the
+    # size is known, grown otherwise), never through aiohttp's double-joining read().
+    assert isinstance(got, bytearray)
 
 
 async def test_owned_buffer_decodes_like_bytes() -> None:
@@ -125,8 +131,9 @@ async def test_large_error_body_stays_bytes() -> None:
     assert got == FLASH
 
 
-async def test_short_large_body_is_a_dropped_connection() -> None:
-    async with _serve(PRO, "truncated") as url:
+@pytest.mark.parametrize("framing", ["truncated", "chunked-truncated"])
+async def test_short_large_body_is_a_dropped_connection(framing: str) -> None:
+    async with _serve(PRO, framing) as url:
         with pytest.raises(ConnectionDroppedError) as info:
             await _post(url)
     assert info.value.delivery != "not_sent"
@@ -158,6 +165,14 @@ async def test_concurrent_large_bodies_waiting_for_a_reader_slot_all_complete(
         await transport.aclose()
     assert len(results) == 8
     assert all(body == FLASH for body in results)
-    # Without a Content-Length the size is unknown until the end: no slot is taken.
-    assert transport.pacer.large_reads == (0 if framing == "chunked" else 8)
+    # A chunked answer still arriving is paced like a large one: its size is unknown.
+    assert transport.pacer.large_reads == 8
     assert transport.pacer.impatient_reads == 0
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+async def test_small_answers_in_every_framing(framing: str) -> None:
+    small = _body("gemini-2.5-flash-image_text-only-no-image.json")
+    async with _serve(small, framing) as url:
+        status, got = await _post(url)
+    assert (status, bytes(got)) == (200, small)
