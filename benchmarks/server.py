@@ -1,9 +1,10 @@
 """A minimal loopback server answering every POST with one fixed JSON body.
 
-``python benchmarks/server.py --body FILE [--port 0]`` prints
+``python benchmarks/server.py --body FILE [--port 0] [--chunked]`` prints
 ``bench server listening on http://127.0.0.1:PORT`` and serves until SIGTERM. It reads the
 request body (like a real server) and does nothing else, so its per-request cost is only
-aiohttp's: the benchmark reports its CPU separately.
+aiohttp's: the benchmark reports its CPU separately. ``--chunked`` sends the body with
+``Transfer-Encoding: chunked`` in 64 KiB chunks, as Gemini's recorded answers are framed.
 """
 
 from __future__ import annotations
@@ -20,15 +21,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--body", required=True, help="file whose bytes are every answer")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--chunked", action="store_true", help="no Content-Length")
     args = parser.parse_args()
     body = Path(args.body).read_bytes()
-    asyncio.run(_serve(body, args.port))
+    asyncio.run(_serve(body, args.port, args.chunked))
 
 
-async def _serve(body: bytes, port: int) -> None:
-    async def handle(request: web.Request) -> web.Response:
+async def _serve(body: bytes, port: int, chunked: bool) -> None:
+    async def handle(request: web.Request) -> web.StreamResponse:
         await request.read()
-        return web.Response(body=body, content_type="application/json")
+        if not chunked:
+            return web.Response(body=body, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for start in range(0, len(body), 65536):
+            await resp.write(body[start : start + 65536])
+        await resp.write_eof()
+        return resp
 
     app = web.Application(client_max_size=100 * 1024 * 1024)
     app.router.add_post("/{tail:.*}", handle)
