@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TypeVar
 
 import anyio
+import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -464,6 +465,11 @@ async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
         stream.send_nowait(item)
     except anyio.WouldBlock:
         await stream.send(item)
+    except anyio.BrokenResourceError:
+        # The receivers are gone. When that is because the run is being cancelled, raise
+        # the cancellation (what ``send``'s checkpoint would have raised), not this.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        raise
 
 
 def _hash_images(images: tuple[str | bytes, ...]) -> list[str]:

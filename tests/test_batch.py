@@ -171,3 +171,20 @@ async def test_unwritable_out_dir_is_a_config_error(tmp_path: Path) -> None:
         with pytest.raises(cometgen.ConfigError, match="not writable"):
             async with cometgen.Batch(client, out_dir=target / "sub"):
                 pass
+
+
+async def test_a_send_to_departed_workers_during_cancellation_is_the_cancellation() -> None:
+    # A cancelled Batch: its workers leave (closing their end of the work stream) while the
+    # producer still runs up to its next checkpoint. Its next hand-off must raise the
+    # cancellation, not BrokenResourceError (seen as an ExceptionGroup from Batch's exit).
+    from cometgen._batch import _send
+
+    send, receive = anyio.create_memory_object_stream[int](4)
+    receive.close()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await _send(send, 1)
+    assert scope.cancelled_caught
+    with pytest.raises(anyio.BrokenResourceError):  # not cancelled: a real error, kept
+        await _send(send, 2)
+    send.close()
