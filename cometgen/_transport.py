@@ -306,12 +306,7 @@ async def _read_into(stream: aiohttp.StreamReader, size: int) -> bytearray:
     buf = _uninitialized_bytearray(size)
     pos = 0
     with memoryview(buf) as view:
-        while True:
-            chunk, end_of_http_chunk = await stream.readchunk()
-            if not chunk:
-                if end_of_http_chunk:
-                    continue  # a chunked-encoding boundary, not the end
-                break
+        while chunk := await _next_chunk(stream):
             end = pos + len(chunk)
             if end > size:
                 raise aiohttp.ClientPayloadError(f"body longer than its Content-Length {size}")
@@ -328,13 +323,17 @@ async def _read_growing(stream: aiohttp.StreamReader) -> bytearray:
     One copy of each chunk, where ``ClientResponse.read()`` makes two.
     """
     buf = bytearray()
+    while chunk := await _next_chunk(stream):
+        buf += chunk
+    return buf
+
+
+async def _next_chunk(stream: aiohttp.StreamReader) -> bytes:
+    """The next piece of the body as the parser handed it over (no join); ``b""`` at the end."""
     while True:
         chunk, end_of_http_chunk = await stream.readchunk()
-        if not chunk:
-            if end_of_http_chunk:
-                continue  # a chunked-encoding boundary, not the end
-            return buf
-        buf += chunk
+        if chunk or not end_of_http_chunk:  # an empty chunk-end marker is not the end
+            return chunk
 
 
 def _timeout_for(phase: _Phase, total: float | None) -> TransportError:
