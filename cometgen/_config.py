@@ -43,6 +43,10 @@ SAVE_THREADS = 4
 #: written (``sync_file_range``), not left to the next manifest sync; smaller ones are
 #: cheaper written back together.
 EARLY_WRITEBACK_BYTES = 256 * 1024
+#: Images from this size on that are made durable (``Image.save``'s fsync, ``Batch``'s
+#: manifest sync) are written with ``O_DIRECT`` where the file system allows, skipping the
+#: page cache (see ``_direct_write``); smaller ones cost more in alignment than they save.
+DIRECT_WRITE_BYTES = 256 * 1024
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 AuthStyle = Literal["bearer", "x-goog-api-key"]

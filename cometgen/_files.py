@@ -25,6 +25,9 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from ._config import DIRECT_WRITE_BYTES
+from ._direct_write import write_direct_prefix
+
 __all__ = [
     "TEMP_PATTERN",
     "cleanup_temp_files",
@@ -158,7 +161,7 @@ _CREATE_FLAGS: Final = (
 )
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     # os.write rather than a file object: open() adds fstat, isatty and lseek calls, and
     # every call made from a worker thread takes the GIL back from the event loop once.
     written = os.write(fd, data)
@@ -171,15 +174,25 @@ def _write_all(fd: int, data: bytes) -> None:
 def _write_atomic_sync(
     final: str, data: bytes, fsync: bool, digest: bool = True, writeback: bool = False
 ) -> str:
+    """``writeback``: the file is made durable later (``sync_files``); start its writeback."""
     directory, name = os.path.split(final)
     tmp = os.path.join(directory, temp_name_for(name))
     with removed_on_error(tmp):
         fd = os.open(tmp, _CREATE_FLAGS, 0o666)
         try:
-            _write_all(fd, data)
+            # A large image that goes to disk now or at the next sync skips the page cache.
+            direct = (
+                write_direct_prefix(fd, data)
+                if (fsync or writeback) and len(data) >= DIRECT_WRITE_BYTES
+                else 0
+            )
+            if direct:
+                _write_all(fd, memoryview(data)[direct:])
+            else:
+                _write_all(fd, data)
             if fsync:
                 os.fsync(fd)
-            elif writeback:
+            elif writeback and not direct:
                 start_writeback(fd)
         finally:
             os.close(fd)
