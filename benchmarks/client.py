@@ -226,12 +226,15 @@ def main() -> None:
     parser.add_argument("--server-pid", type=int, default=0,
                         help="server process whose CPU to measure over the same window")
     parser.add_argument("--tmp", default=None, help="parent of the temp output dir")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the images for the caller to delete (see run.py)")
     args = parser.parse_args()
     out = tempfile.mkdtemp(prefix=f"bench-{args.client}-", dir=args.tmp)
     try:
         result = asyncio.run(_main(args, out))
     finally:
-        shutil.rmtree(out, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
     print(json.dumps(result), flush=True)
 
 
