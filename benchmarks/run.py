@@ -64,6 +64,11 @@ def throughput(cfg: dict[str, Any], tmp: Path, log: Any) -> list[dict[str, Any]]
     for body in bodies.prepare(tmp, cfg["bodies"]):
         n = cfg["n_small"] if body.name.startswith("small") else cfg["n"]
         with fixed_server(body.path) as server:
+            # Warm the server up (its first answers are slower) with the neutral client, so
+            # the first client measured is not the one that pays for it.
+            run_json([PYTHON, str(HERE / "client.py"), "--client", "aiohttp", "--url",
+                      server.url, "--model", body.model, "--n", "32", "--c", "8",
+                      "--tmp", str(tmp)], timeout=cfg["client_timeout"])
             for client in cfg["clients"]:
                 log(f"throughput: {body.name} {client} N={n} C={cfg['c']} ...")
                 os.sync()  # start every client with no dirty pages from the previous one
