@@ -126,6 +126,14 @@ def _raw_lines(f: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
 # --- JSONL ---------------------------------------------------------------------------
 
 
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _read_jsonl(
     f: IO[bytes], file: str, base: str, default_model: str, *, close: bool = True
 ) -> Iterator[Job | InputError]:
@@ -146,7 +154,11 @@ def _read_jsonl(
                 yield InputError("invalid JSON: nested too deeply", file=file, line=lineno)
                 continue
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                yield InputError(f"invalid JSON: {exc}", file=file, line=lineno)
+                # msgspec >= 0.23 reports bad UTF-8 as a DecodeError, earlier ones raised
+                # UnicodeDecodeError: the same message either way.
+                reason = "line is not valid UTF-8" if not _is_utf8(stripped) else (
+                    f"invalid JSON: {exc}")
+                yield InputError(reason, file=file, line=lineno)
                 continue
             if not isinstance(obj, dict):
                 yield InputError(f"expected a JSON object, got {type_name(obj)}",

@@ -267,27 +267,39 @@ async def test_image_writer_cancellation_waits_for_the_write(
 
 
 @pytest.mark.anyio
-async def test_image_writer_starts_writeback_of_large_images_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("direct_io", [True, False])
+async def test_image_writer_starts_writeback_of_large_buffered_images_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool
 ) -> None:
     import hashlib
 
-    from cometgen._config import EARLY_WRITEBACK_BYTES
+    from cometgen._config import DIRECT_WRITE_BYTES, EARLY_WRITEBACK_BYTES
     from cometgen._image_writer import ImageWriter
 
     started: list[int] = []
-    real = _files.start_writeback
+    direct: list[int] = []
+    real, real_direct = _files.start_writeback, _files.write_direct_prefix
 
     def spy(fd: int) -> None:
         started.append(os.fstat(fd).st_size)  # called on the complete, still open temp file
         real(fd)
 
+    def direct_spy(fd: int, data: bytes) -> int:
+        # Without direct I/O (a file system refusing O_DIRECT) nothing is written direct.
+        written = real_direct(fd, data) if direct_io else 0
+        direct.append(written)
+        return written
+
     monkeypatch.setattr(_files, "start_writeback", spy)
-    big, small = os.urandom(EARLY_WRITEBACK_BYTES), b"\x89PNG" + os.urandom(100)
+    monkeypatch.setattr(_files, "write_direct_prefix", direct_spy)
+    size = max(EARLY_WRITEBACK_BYTES, DIRECT_WRITE_BYTES)
+    big, small = os.urandom(size), b"\x89PNG" + os.urandom(100)
     async with ImageWriter() as writer:
         assert await writer.write(tmp_path / "big.png", big) == hashlib.sha256(big).hexdigest()
         await writer.write(tmp_path / "small.png", small)
-    assert started == [len(big)]
+    assert len(direct) == 1  # only the big one is tried
+    # An image that went direct has nothing in the page cache to write back.
+    assert started == ([] if direct[0] else [len(big)])
     assert (tmp_path / "big.png").read_bytes() == big
     assert (tmp_path / "small.png").read_bytes() == small
 
