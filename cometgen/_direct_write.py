@@ -63,10 +63,10 @@ class _BufferPool:
 _pool = _BufferPool()
 
 
-def write_direct_prefix(fd: int, data: bytes) -> int:
+def write_direct_prefix(fd: int, data: bytes | memoryview) -> int:
     """Write the whole 4 KiB blocks of ``data`` to ``fd`` with ``O_DIRECT``; return their size.
 
-    ``fd`` is a new, empty regular file open for writing at offset 0. The caller writes
+    ``fd`` is a regular file open for writing at a 4 KiB-aligned offset. The caller writes
     ``data[returned:]`` as usual (buffered): all of it when 0 is returned because direct
     I/O is unavailable here. ``O_DIRECT`` is off again when this returns or raises.
     """

@@ -90,12 +90,18 @@ def is_temp_name(name: str) -> bool:
 
 
 async def write_atomic(
-    path: str | os.PathLike[str], data: bytes, *, fsync: bool = True, digest: bool = True
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    fsync: bool = True,
+    digest: bool = True,
+    synced_later: bool = False,
 ) -> str:
     """Write ``data`` to ``path`` atomically and return its sha256 hex digest.
 
     With ``digest=False`` no hash is computed (about 0.7 ms per MB of CPU) and ``""`` is
-    returned.
+    returned. ``synced_later`` (with ``fsync=False``): the caller makes the file durable
+    soon with ``sync_files``, so a large image is written like a durable one (direct I/O).
 
     Never blocks the event loop: file I/O runs in worker threads. On any error or
     cancellation the temp file is removed (shielded) and the exception re-raised; the
@@ -106,34 +112,40 @@ async def write_atomic(
         # which matters at thousands of images a minute. It cannot be abandoned, so it
         # always ends with the file renamed into place or the temp file removed.
         return await anyio.to_thread.run_sync(
-            _write_atomic_sync, os.fspath(path), data, fsync, digest
+            _write_atomic_sync, os.fspath(path), data, fsync, digest, synced_later
         )
-    return await _stream_atomic(os.fspath(path), data, fsync, digest)
+    return await _stream_atomic(os.fspath(path), data, fsync, digest, fsync or synced_later)
 
 
-async def _stream_atomic(final: str, data: bytes, fsync: bool, digest: bool) -> str:
-    """Large images: streamed through aiofiles in chunks, so a cancel lands between them."""
+async def _stream_atomic(
+    final: str, data: bytes, fsync: bool, digest: bool, direct: bool
+) -> str:
+    """Large images: streamed in chunks, one worker-thread call each, so a cancel lands
+    between them."""
     directory, name = os.path.split(final)
     tmp = os.path.join(directory, temp_name_for(name))
     created = False
     try:
-        # aiofiles runs each call in an executor thread that keeps going if the await is
-        # cancelled: shield each call so no stray thread touches the file after cleanup,
-        # and check for cancellation between chunks instead.
+        # A worker-thread call keeps going if the await is cancelled: shield each call so
+        # no stray thread touches the file after cleanup, and check for cancellation
+        # between chunks instead.
         with anyio.CancelScope(shield=True):
             # "x": never clobber anything; the mode honours the umask, unlike mkstemp.
             f = await aiofiles.open(tmp, "xb")
         created = True
         try:
+            # Chunks go through the descriptor (never ``f.write``, so nothing is buffered
+            # in ``f``): whole 1 MiB chunks keep every direct write aligned.
+            fd = f.fileno()
             view = memoryview(data)
             for start in range(0, len(view), _CHUNK):
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 with anyio.CancelScope(shield=True):
-                    await f.write(view[start : start + _CHUNK])
-            with anyio.CancelScope(shield=True):
-                await f.flush()
+                    await anyio.to_thread.run_sync(
+                        _write_chunk, fd, view[start : start + _CHUNK], direct
+                    )
             hexdigest = await anyio.to_thread.run_sync(
-                _sync_and_hash, f.fileno(), data, fsync, digest
+                _sync_and_hash, fd, data, fsync, digest
             )
         finally:
             with anyio.CancelScope(shield=True):
@@ -146,6 +158,11 @@ async def _stream_atomic(final: str, data: bytes, fsync: bool, digest: bool) -> 
                 await anyio.to_thread.run_sync(_unlink_quiet, tmp)
         raise
     return hexdigest
+
+
+def _write_chunk(fd: int, chunk: memoryview, direct: bool) -> None:
+    done = write_direct_prefix(fd, chunk) if direct and len(chunk) >= DIRECT_WRITE_BYTES else 0
+    _write_all(fd, chunk[done:] if done else chunk)
 
 
 def write_atomic_sync(

@@ -71,7 +71,7 @@ class ImageWriter:
     async def write(self, path: str | os.PathLike[str], data: bytes) -> str:
         """Write ``data`` to ``path`` atomically without fsync; returns its sha256 hex."""
         if len(data) > _SMALL or self._loop is None or self._thread is None:
-            return await write_atomic(path, data, fsync=False)
+            return await write_atomic(path, data, fsync=False, synced_later=True)
         future = _WriteFuture(loop=self._loop)
         self._queue.put((os.fspath(path), data, future))
         # Like a shielded worker-thread call: the write always finishes (renamed into

@@ -245,7 +245,7 @@ class ItemRunner:
             sha = await (
                 self.image_writer.write(path, image.data)
                 if self.image_writer is not None
-                else write_atomic(path, image.data, fsync=False)
+                else write_atomic(path, image.data, fsync=False, synced_later=True)
             )
             files.append(FileRecord(path=name, sha256=sha, mime_type=image.mime_type,
                                     bytes=len(image.data)))

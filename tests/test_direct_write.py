@@ -168,3 +168,22 @@ def test_buffers_are_reused_and_huge_ones_not_kept() -> None:
     pool.give(huge)
     assert huge.closed
     assert pool.take(10) is first
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("fsync", "synced_later", "direct"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+async def test_streamed_writes_go_direct_chunk_by_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool, synced_later: bool,
+    direct: bool,
+) -> None:
+    # Larger than one worker-thread call: streamed in 1 MiB chunks, each aligned.
+    calls = _spy(monkeypatch)
+    data = os.urandom(_files.SMALL_WRITE + (3 << 20) + 5)
+    await write_atomic(tmp_path / "big.png", data, fsync=fsync, synced_later=synced_later)
+    assert (tmp_path / "big.png").read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == ["big.png"]
+    # Every whole chunk is tried; the 5-byte last one is too small to bother.
+    assert calls == ([1 << 20] * 7 if direct else [])
