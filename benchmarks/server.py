@@ -22,8 +22,21 @@ def main() -> None:
     parser.add_argument("--body", required=True, help="file whose bytes are every answer")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--chunked", action="store_true", help="no Content-Length")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="uvloop (default, when installed) or the standard asyncio loop")
     args = parser.parse_args()
     body = Path(args.body).read_bytes()
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            # Python 3.11's asyncio transport keeps unsent data in one bytearray and deletes
+            # each sent piece from its front (a memmove of the rest): a client that reads a
+            # 4 MB answer slowly made this server spend 6 ms per answer instead of 1.5.
+            uvloop.run(_serve(body, args.port, args.chunked))
+            return
     asyncio.run(_serve(body, args.port, args.chunked))
 
 
