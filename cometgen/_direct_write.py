@@ -32,10 +32,14 @@ __all__ = ["DIRECT_ALIGN", "write_direct_prefix"]
 DIRECT_ALIGN: Final = 4096
 _O_DIRECT: Final[int] = getattr(os, "O_DIRECT", 0)
 _BUFFER_STEP: Final = 1 << 20
-#: Buffers kept for reuse (a new one costs a page fault per 4 KiB on first use), and the
-#: largest size kept: a rare huge image does not pin its buffer for the process's life.
+#: The most copied and written per ``write`` call, so a buffer never exceeds it (a merged
+#: manifest of hundreds of MB goes through the same 4 MiB).
+_PIECE: Final = 4 << 20
+#: Buffers kept for reuse (a new one costs a page fault per 4 KiB on first use): one per
+#: save thread.
 _KEEP_BUFFERS: Final = 4
-_KEEP_MAX_BYTES: Final = 16 << 20
+#: ``write`` errors that mean "no direct I/O for this file" when nothing was written yet.
+_REFUSED: Final = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
 class _BufferPool:
@@ -54,7 +58,7 @@ class _BufferPool:
 
     def give(self, buf: mmap.mmap) -> None:
         with self._lock:
-            if len(buf) <= _KEEP_MAX_BYTES and len(self._free) < _KEEP_BUFFERS:
+            if len(self._free) < _KEEP_BUFFERS:
                 self._free.append(buf)
                 return
         buf.close()
@@ -80,21 +84,22 @@ def write_direct_prefix(fd: int, data: bytes | memoryview) -> int:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
     except OSError:  # the file system has no direct I/O
         return 0
-    buf = _pool.take(head)
+    buf = _pool.take(min(head, _PIECE))
     written = 0
     try:
-        with memoryview(buf) as view:
-            view[:head] = memoryview(data)[:head]
+        with memoryview(buf) as view, memoryview(data) as source:
             while written < head:
+                size = min(head - written, _PIECE)
+                view[:size] = source[written : written + size]
                 try:
-                    n = os.write(fd, view[written:head])
+                    n = os.write(fd, view[:size])
                 except OSError as exc:
-                    if exc.errno == errno.EINVAL and written == 0:
-                        return 0  # alignment refused before anything was written
+                    if exc.errno in _REFUSED and written == 0:
+                        return 0  # refused before anything was written
                     raise
                 written += n
-                if n == 0 or n % DIRECT_ALIGN:
-                    break  # a short, unaligned write: the rest goes buffered
+                if n < size:
+                    break  # a short write: the rest goes buffered
     finally:
         _pool.give(buf)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags)

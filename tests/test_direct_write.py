@@ -72,14 +72,17 @@ def test_file_system_without_direct_io_gets_everything_buffered(
 
 
 @pytest.mark.skipif(not O_DIRECT, reason="no O_DIRECT on this platform")
-def test_device_refusing_the_alignment_gets_everything_buffered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.EOPNOTSUPP])
+def test_write_refused_with_direct_io_gets_everything_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
+    # EINVAL: the device wants a larger alignment; EOPNOTSUPP: a file system that accepts
+    # the flag but not the write.
     real = os.write
 
     def refusing(fd: int, data: Any) -> int:
         if fcntl.fcntl(fd, fcntl.F_GETFL) & O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
+            raise OSError(code, os.strerror(code))
         return real(fd, data)
 
     monkeypatch.setattr(os, "write", refusing)
@@ -157,17 +160,37 @@ def test_batch_writes_synced_later_use_direct_io(
     assert (tmp_path / "a.png").read_bytes() == data
 
 
-def test_buffers_are_reused_and_huge_ones_not_kept() -> None:
+def test_buffers_are_reused_and_at_most_four_kept() -> None:
     pool = _direct_write._BufferPool()
     first = pool.take(1_500_000)
     assert len(first) % DIRECT_ALIGN == 0 and len(first) >= 1_500_000
     pool.give(first)
     assert pool.take(1_000_000) is first
-    pool.give(first)
-    huge = pool.take(_direct_write._KEEP_MAX_BYTES + 1)
-    pool.give(huge)
-    assert huge.closed
+    taken = [first] + [pool.take(10) for _ in range(4)]
+    for buf in taken:
+        pool.give(buf)
+    assert [buf.closed for buf in taken] == [False] * 4 + [True]
     assert pool.take(10) is first
+
+
+def test_large_data_goes_through_a_bounded_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A merged manifest can be hundreds of MB: it is copied and written piece by piece.
+    sizes: list[int] = []
+    real = _direct_write._pool.take
+
+    def spy(size: int) -> Any:
+        sizes.append(size)
+        return real(size)
+
+    monkeypatch.setattr(_direct_write._pool, "take", spy)
+    data = os.urandom(2 * _direct_write._PIECE + 3 * DIRECT_ALIGN + 7)
+    direct = _write(tmp_path / "a.jsonl", data)
+    assert (tmp_path / "a.jsonl").read_bytes() == data
+    if _fs_allows_direct(tmp_path):
+        assert direct == len(data) - 7
+        assert sizes == [_direct_write._PIECE]
 
 
 @pytest.mark.anyio
