@@ -5,7 +5,8 @@ fsync (or ``Batch``'s next manifest sync) then writes to disk. With ``O_DIRECT``
 reads the bytes from our buffer instead: no copy into the page cache, no page-cache pages
 to allocate, fill and write back, and no cache evicted by a dataset the process will not
 read again. Measured on the benchmark VM (1.5 MB images, new files, fsynced): 4-5 ms of
-system CPU per image buffered, 0.3-1.5 ms direct. Fresh page-cache pages are unusually dear
+system CPU per image buffered into fresh pages (0.6 ms into just-freed ones), 0.3-1.5 ms
+direct. Fresh page-cache pages are unusually dear
 in a VM whose freed memory goes back to the host (virtio-balloon free page reporting); on
 bare metal the copy saved is ~0.1-0.3 ms per MB.
 

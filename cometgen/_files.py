@@ -25,7 +25,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._config import DIRECT_WRITE_BYTES
+from ._config import DIRECT_WRITE_BYTES, EARLY_WRITEBACK_BYTES
 from ._direct_write import write_direct_prefix
 
 __all__ = [
@@ -142,7 +142,7 @@ async def _stream_atomic(
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(
-                        _write_chunk, fd, view[start : start + _CHUNK], direct
+                        _write_data, fd, view[start : start + _CHUNK], direct
                     )
             hexdigest = await anyio.to_thread.run_sync(
                 _sync_and_hash, fd, data, fsync, digest
@@ -160,9 +160,12 @@ async def _stream_atomic(
     return hexdigest
 
 
-def _write_chunk(fd: int, chunk: memoryview, direct: bool) -> None:
-    done = write_direct_prefix(fd, chunk) if direct and len(chunk) >= DIRECT_WRITE_BYTES else 0
-    _write_all(fd, chunk[done:] if done else chunk)
+def _write_data(fd: int, data: bytes | memoryview, durable: bool) -> int:
+    """Write all of ``data``; a large one that goes to disk now or at the next sync skips
+    the page cache. Returns how many bytes went direct."""
+    done = write_direct_prefix(fd, data) if durable and len(data) >= DIRECT_WRITE_BYTES else 0
+    _write_all(fd, memoryview(data)[done:] if done else data)
+    return done
 
 
 def write_atomic_sync(
@@ -189,27 +192,18 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def _write_atomic_sync(
-    final: str, data: bytes, fsync: bool, digest: bool = True, writeback: bool = False
+    final: str, data: bytes, fsync: bool, digest: bool = True, synced_later: bool = False
 ) -> str:
-    """``writeback``: the file is made durable later (``sync_files``); start its writeback."""
+    """``synced_later``: the caller makes the file durable soon (``sync_files``)."""
     directory, name = os.path.split(final)
     tmp = os.path.join(directory, temp_name_for(name))
     with removed_on_error(tmp):
         fd = os.open(tmp, _CREATE_FLAGS, 0o666)
         try:
-            # A large image that goes to disk now or at the next sync skips the page cache.
-            direct = (
-                write_direct_prefix(fd, data)
-                if (fsync or writeback) and len(data) >= DIRECT_WRITE_BYTES
-                else 0
-            )
-            if direct:
-                _write_all(fd, memoryview(data)[direct:])
-            else:
-                _write_all(fd, data)
+            direct = _write_data(fd, data, fsync or synced_later)
             if fsync:
                 os.fsync(fd)
-            elif writeback and not direct:
+            elif synced_later and not direct and len(data) >= EARLY_WRITEBACK_BYTES:
                 start_writeback(fd)
         finally:
             os.close(fd)

@@ -19,7 +19,6 @@ import threading
 import anyio
 import anyio.to_thread
 
-from ._config import EARLY_WRITEBACK_BYTES
 from ._files import _SMALL, _write_atomic_sync, write_atomic
 
 __all__ = ["ImageWriter"]
@@ -99,9 +98,7 @@ class ImageWriter:
                     continue
                 path, data, future = job
                 try:
-                    sha = _write_atomic_sync(
-                        path, data, False, True, len(data) >= EARLY_WRITEBACK_BYTES
-                    )
+                    sha = _write_atomic_sync(path, data, False, True, True)
                     done.append((future, sha, None))
                 except BaseException as exc:  # handed to the awaiting task
                     done.append((future, None, exc))
