@@ -2,7 +2,15 @@
 
 from msgspec import Struct as _Struct
 
-from ._batch import Batch
+from ._bulk._batch import Batch
+from ._bulk._input import iter_input
+from ._bulk._job import Job
+from ._bulk._manifest import FileRecord, ManifestRecord
+from ._bulk._merge import MergeReport, merge_outputs
+from ._bulk._metadata import write_metadata_jsonl
+from ._bulk._outcomes import Blocked, Done, Failed, NoImage, Outcome
+from ._bulk._pricing import PriceTable, load_prices
+from ._bulk._stats import BatchStats
 from ._chat import AsyncChat
 from ._client import AsyncClient
 from ._config import Limits, Timeouts
@@ -34,18 +42,10 @@ from ._exceptions import (
     TransportError,
 )
 from ._image import Image
-from ._input import iter_input
-from ._job import Job
 from ._limits import Limiter, LimiterStats, RateLimiter, Slot
-from ._manifest import FileRecord, ManifestRecord
-from ._merge import MergeReport, merge_outputs
-from ._metadata import write_metadata_jsonl
-from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
-from ._pricing import PriceTable, load_prices
 from ._redis_limits import RedisLimiter
 from ._result import GenerateResult, Usage
 from ._retry import RetryPolicy
-from ._stats import BatchStats
 from ._sync import generate
 from ._version import __version__
 

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import _wire as wire
+from ._config import OnNoImage
 from ._request import ImageInput, build_request, image_part
 from ._result import GenerateResult, no_image_error
 
-if TYPE_CHECKING:
-    from ._client import AsyncClient
+
+class _Sender(Protocol):
+    """What a chat needs of its client (``AsyncClient``); a protocol, so that ``_chat`` does
+    not import ``_client``, which imports it."""
+
+    @property
+    def on_no_image(self) -> OnNoImage: ...
+
+    async def generate_from_request(
+        self,
+        request: wire.GenerateContentRequest,
+        *,
+        model: str,
+        timeout: float | None,
+        on_no_image: OnNoImage,
+    ) -> GenerateResult: ...
 
 
 class AsyncChat:
@@ -23,7 +38,7 @@ class AsyncChat:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: _Sender,
         *,
         model: str,
         aspect_ratio: str | None,

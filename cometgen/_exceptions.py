@@ -32,10 +32,7 @@ Messages never contain the API key.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from ._result import GenerateResult
+from typing import Any, Literal
 
 __all__ = [
     "APIStatusError",
@@ -249,9 +246,11 @@ class GenerationError(CometgenError):
 
     delivery: Delivery = "rejected"
 
-    def __init__(self, message: str, *, result: GenerateResult) -> None:
+    def __init__(self, message: str, *, result: Any) -> None:
         super().__init__(message)
-        #: The full result, with ``finish_reason``, ``block_reason``, ``text`` and ``usage``.
+        #: The full ``GenerateResult``, with ``finish_reason``, ``block_reason``, ``text`` and
+        #: ``usage``. Typed ``Any``: this module is the bottom layer and imports nothing of
+        #: cometgen's (``_result`` imports it).
         self.result = result
 
 

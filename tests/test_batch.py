@@ -177,7 +177,7 @@ async def test_a_send_to_departed_workers_during_cancellation_is_the_cancellatio
     # A cancelled Batch: its workers leave (closing their end of the work stream) while the
     # producer still runs up to its next checkpoint. Its next hand-off must raise the
     # cancellation, not BrokenResourceError (seen as an ExceptionGroup from Batch's exit).
-    from cometgen._batch import _send
+    from cometgen._bulk._batch import _send
 
     send, receive = anyio.create_memory_object_stream[int](4)
     receive.close()

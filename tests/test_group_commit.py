@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 import cometgen
-from cometgen import _files, _manifest
+from cometgen import _files
+from cometgen._bulk import _manifest
+from cometgen._bulk._manifest import MANIFEST_NAME, FileRecord, ManifestRecord, ManifestWriter
 from cometgen._cli import _loop
 from cometgen._cli._loop import want_uvloop
 from cometgen._exceptions import ConfigError
 from cometgen._files import sync_files, write_atomic
-from cometgen._manifest import MANIFEST_NAME, FileRecord, ManifestRecord, ManifestWriter
 from cometgen.testing import MockServer
 from cometgen.testing._images import make_jpeg
 

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cometgen._exceptions import InputError
-from cometgen._input import (
+from cometgen._bulk._input import (
     MAX_LINE_BYTES,
     count_input,
     iter_input,
     read_reference_image,
     sniff_image_type,
 )
-from cometgen._job import MAX_PROMPT_CHARS, Job
+from cometgen._bulk._job import MAX_PROMPT_CHARS, Job
+from cometgen._exceptions import InputError
 
 FLASH = "gemini-3.1-flash-image-preview"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16

@@ -10,8 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cometgen._bulk._job import (
+    MAX_N,
+    MAX_PROMPT_CHARS,
+    Job,
+    WorkItem,
+    expand,
+    image_sha256,
+    item_key,
+)
 from cometgen._exceptions import InputError
-from cometgen._job import MAX_N, MAX_PROMPT_CHARS, Job, WorkItem, expand, image_sha256, item_key
 
 FLASH = "gemini-3.1-flash-image-preview"
 PRO = "gemini-3-pro-image-preview"

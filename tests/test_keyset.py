@@ -8,8 +8,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cometgen._item_runner import now_iso
-from cometgen._keyset import KeySet
+from cometgen._bulk._item_runner import now_iso
+from cometgen._bulk._keyset import KeySet
 
 
 @given(st.lists(st.text(), max_size=200))

@@ -14,9 +14,8 @@ import anyio
 import msgspec
 import pytest
 
-from cometgen import _manifest
-from cometgen._files import cleanup_temp_files, image_file_name, write_atomic
-from cometgen._manifest import (
+from cometgen._bulk import _manifest
+from cometgen._bulk._manifest import (
     MANIFEST_NAME,
     METADATA_NAME,
     FileRecord,
@@ -29,7 +28,8 @@ from cometgen._manifest import (
     summarize,
     utc_now,
 )
-from cometgen._metadata import write_metadata_jsonl
+from cometgen._bulk._metadata import write_metadata_jsonl
+from cometgen._files import cleanup_temp_files, image_file_name, write_atomic
 
 
 def _lines(out: Path) -> list[dict[str, Any]]:
@@ -383,7 +383,7 @@ async def test_metadata_jsonl_from_explicit_manifest_path(tmp_path: Path) -> Non
 _CRASH_CHILD = """
 import os, sys, anyio
 from cometgen._files import cleanup_temp_files, image_file_name, write_atomic
-from cometgen._manifest import FileRecord, ManifestRecord, ManifestWriter
+from cometgen._bulk._manifest import FileRecord, ManifestRecord, ManifestWriter
 
 async def main(out):
     async with ManifestWriter(out, batch_size=4, flush_interval=0.01) as writer:

@@ -9,9 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from cometgen._bulk._pricing import ModelPrice, PriceTable, load_prices
 from cometgen._exceptions import ConfigError
 from cometgen._models import KNOWN_MODELS
-from cometgen._pricing import ModelPrice, PriceTable, load_prices
 from cometgen._wire import UsageMetadata
 
 FLASH = "gemini-3.1-flash-image-preview"

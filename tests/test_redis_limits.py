@@ -14,7 +14,7 @@ from _redis_server import RedisProcess, shared_redis_url
 
 import cometgen
 from cometgen import AsyncClient, ConfigError, Limits
-from cometgen._batch import Batch
+from cometgen._bulk._batch import Batch
 from cometgen._redis_limits import RedisLimiter, derive_namespace, redact_url
 from cometgen.testing import MockServer
 

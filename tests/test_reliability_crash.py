@@ -26,8 +26,8 @@ from _reliability import (
 )
 
 import cometgen
+from cometgen._bulk._manifest import ManifestWriter
 from cometgen._files import temp_name_for
-from cometgen._manifest import ManifestWriter
 from cometgen.testing import MockServer
 
 

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 import cometgen
 from cometgen import _wire as wire
+from cometgen._bulk._input import iter_input
+from cometgen._bulk._job import Job, check_id
 from cometgen._exceptions import DecodeError, InputError
-from cometgen._input import iter_input
-from cometgen._job import Job, check_id
 from cometgen._result import GenerateResult
 from cometgen.testing import MockServer
 

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
+from .._bulk._merge import MergeReport, merge_outputs
 from .._exceptions import ConfigError, MergeConflictError
-from .._merge import MergeReport, merge_outputs
 
 EXIT_OK = 0
 EXIT_CONFLICT = 1

@@ -16,18 +16,18 @@ from typing import Any
 
 import anyio
 
-from .._batch import Batch, drain, shard_of
+from .._bulk._batch import Batch, drain, shard_of
+from .._bulk._input import iter_input
+from .._bulk._job import expand
+from .._bulk._manifest import load_manifest, should_send, summarize
+from .._bulk._outcomes import Failed
+from .._bulk._pricing import load_prices
 from .._client import AsyncClient
 from .._config import API_KEY_ENV, Limits, Timeouts
 from .._exceptions import CometgenError, ConfigError, InputError, OutputLockedError
-from .._input import iter_input
-from .._job import expand
-from .._manifest import load_manifest, should_send, summarize
-from .._outcomes import Failed
-from .._pricing import load_prices
-from .._progress import Progress
 from .._retry import RetryPolicy
 from ._loop import add_loop_argument, want_uvloop
+from ._progress import Progress
 from ._settings import RunSettings, parse_shard, resolve
 
 EXIT_OK = 0

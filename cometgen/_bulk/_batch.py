@@ -24,13 +24,13 @@ import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._client import AsyncClient
-from ._exceptions import (
+from .._client import AsyncClient
+from .._exceptions import (
     ConfigError,
     InputError,
 )
-from ._files import cleanup_temp_files, temp_name_for
-from ._image_writer import ImageWriter
+from .._files import cleanup_temp_files, temp_name_for
+from .._image_writer import ImageWriter
 from ._item_runner import ItemRunner, now_iso
 from ._job import Job, WorkItem, expand, image_sha256
 from ._keyset import KeySet

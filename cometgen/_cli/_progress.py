@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ._limits import LimiterStats
-from ._stats import BatchStats
+from .._bulk._stats import BatchStats
+from .._limits import LimiterStats
 
 Mode = Literal["auto", "live", "plain", "quiet"]
 

@@ -25,8 +25,8 @@ import msgspec
 from anyio.abc import TaskGroup
 from msgspec import Struct
 
-from ._exceptions import OutputLockedError
-from ._files import fsync_dir, sync_files
+from .._exceptions import OutputLockedError
+from .._files import fsync_dir, sync_files
 
 try:
     import fcntl

@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from ._exceptions import InputError
-from ._models import ModelSpec, model_spec, normalize_model, validate_image_options
+from .._exceptions import InputError
+from .._models import ModelSpec, model_spec, normalize_model, validate_image_options
 
 __all__ = [
     "MAX_ID_CHARS",

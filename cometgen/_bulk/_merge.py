@@ -18,8 +18,8 @@ from typing import Final, Literal
 
 import msgspec
 
-from ._exceptions import ConfigError, MergeConflictError
-from ._files import removed_on_error, temp_name_for, write_atomic_sync
+from .._exceptions import ConfigError, MergeConflictError
+from .._files import removed_on_error, temp_name_for, write_atomic_sync
 from ._manifest import MANIFEST_NAME, STATUS_DONE, STATUS_FAILED
 from ._metadata import write_metadata_jsonl
 

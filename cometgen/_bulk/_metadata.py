@@ -9,7 +9,7 @@ from typing import Any, Final
 import msgspec
 from msgspec import Struct
 
-from ._files import fsync_dir, removed_on_error, temp_name_for
+from .._files import fsync_dir, removed_on_error, temp_name_for
 from ._keyset import KeySet
 from ._manifest import MANIFEST_NAME, METADATA_NAME, STATUS_DONE, _lite_decoder
 

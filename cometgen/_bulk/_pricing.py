@@ -12,8 +12,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final
 
-from ._exceptions import ConfigError
-from ._models import model_spec, normalize_model
+from .._exceptions import ConfigError
+from .._models import model_spec, normalize_model
 
 __all__ = ["ModelPrice", "PriceTable", "load_prices"]
 
@@ -152,7 +152,7 @@ def load_prices(path: str | os.PathLike[str] | None = None) -> PriceTable:
 
 @functools.cache
 def _builtin_prices() -> PriceTable:
-    text = resources.files("cometgen").joinpath("prices.toml").read_text("utf-8")
+    text = resources.files("cometgen._bulk").joinpath("prices.toml").read_text("utf-8")
     return PriceTable(_parse(tomllib.loads(text), "cometgen/prices.toml", {}))
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._image import Image
+from .._image import Image
+from .._result import GenerateResult
 from ._job import Job
 from ._manifest import FileRecord
-from ._result import GenerateResult
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

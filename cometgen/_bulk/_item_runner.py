@@ -12,22 +12,22 @@ from pathlib import Path
 
 import anyio
 
-from . import _wire as wire
-from ._client import AsyncClient
-from ._exceptions import (
+from .. import _wire as wire
+from .._client import AsyncClient
+from .._exceptions import (
     AuthenticationError,
     CometgenError,
     PermissionDeniedError,
     QuotaExhaustedError,
 )
-from ._files import extension_for, image_file_name, write_atomic
-from ._image_writer import ImageWriter
+from .._files import extension_for, image_file_name, write_atomic
+from .._image_writer import ImageWriter
+from .._request import build_request, image_part
+from .._result import GenerateResult
 from ._job import WorkItem
 from ._manifest import FileRecord, ManifestRecord
 from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
 from ._pricing import PriceTable
-from ._request import build_request, image_part
-from ._result import GenerateResult
 
 logger = logging.getLogger("cometgen")
 

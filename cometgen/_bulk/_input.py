@@ -19,10 +19,10 @@ from typing import IO, Any, Final
 
 import msgspec
 
-from ._exceptions import InputError
-from ._image import sniff_mime_type
+from .._exceptions import InputError
+from .._image import sniff_mime_type
+from .._models import DEFAULT_MODEL
 from ._job import Job, check_id, check_options, spec_for, type_name
-from ._models import DEFAULT_MODEL
 
 __all__ = [
     "INPUT_FIELDS",
