@@ -33,14 +33,18 @@ _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"
 _HEIF_BRANDS: Final = frozenset({b"mif1", b"msf1", b"heif"})
 
 
+#: What the sniffer recognises: the image types Gemini accepts as input (no GIF, no AVIF).
+IMAGE_TYPES_TEXT: Final = "PNG, JPEG, WEBP, HEIC or HEIF"
+
+
 def sniff_mime_type(data: bytes) -> str | None:
-    """The image MIME type from the first bytes, or None when not recognised."""
+    """The MIME type of image bytes from their magic number, or None unless it is one of the
+    types Gemini accepts (``IMAGE_TYPES_TEXT``). The one sniffer: ``Image`` and the input
+    readers both use it."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
     if data.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
-    if data.startswith(b"GIF8"):
-        return "image/gif"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     if data[4:8] == b"ftyp" and len(data) >= 12:
@@ -89,7 +93,7 @@ class Image:
             raise ConfigError(f"cannot read image {os.fspath(path)!r}: {exc.strerror}") from exc
         mime = sniff_mime_type(data)
         if mime is None:
-            raise ConfigError(f"{os.fspath(path)!r} is not a PNG, JPEG, WEBP, HEIC or GIF image")
+            raise ConfigError(f"{os.fspath(path)!r} is not a {IMAGE_TYPES_TEXT} image")
         return cls(data, mime)
 
     @property

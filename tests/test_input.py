@@ -19,10 +19,10 @@ from cometgen._bulk._input import (
     count_input,
     iter_input,
     read_reference_image,
-    sniff_image_type,
 )
 from cometgen._bulk._job import MAX_PROMPT_CHARS, Job
 from cometgen._exceptions import InputError
+from cometgen._image import sniff_mime_type
 
 FLASH = "gemini-3.1-flash-image-preview"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
@@ -399,7 +399,8 @@ def test_reading_from_a_fifo_yields_before_the_writer_is_done(
      (HEIF, "image/heif"), (AVIF, None), (b"GIF89a", None), (b"", None), (b"\x00" * 64, None)],
 )
 def test_sniff_image_type(data: bytes, mime: str | None) -> None:
-    assert sniff_image_type(data) == mime
+    # One sniffer for input lines and Image: GIF and AVIF are refused by both.
+    assert sniff_mime_type(data) == mime
 
 
 def test_read_reference_image(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_builtin_table_has_the_documented_list_prices() -> None:
 
 
 def test_price_file_names_its_source_and_date() -> None:
-    text = resources.files("cometgen").joinpath("prices.toml").read_text()
+    text = resources.files("cometgen._bulk").joinpath("prices.toml").read_text()
     assert "https://ai.google.dev/gemini-api/docs/pricing" in text and "2026-11" in text
     assert set(tomllib.loads(text)) == {"models"}
 

@@ -20,7 +20,7 @@ from typing import IO, Any, Final
 import msgspec
 
 from .._exceptions import InputError
-from .._image import sniff_mime_type
+from .._image import IMAGE_TYPES_TEXT, sniff_mime_type
 from .._models import DEFAULT_MODEL
 from ._job import Job, check_id, check_options, spec_for, type_name
 
@@ -30,7 +30,6 @@ __all__ = [
     "count_input",
     "iter_input",
     "read_reference_image",
-    "sniff_image_type",
 ]
 
 #: Longest input line accepted, in bytes; longer lines are skipped with an InputError.
@@ -410,21 +409,9 @@ def _sniff_file(path: str, mtime_ns: int, size: int) -> str | None:
             head = f.read(64)
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror or exc}"
-    if sniff_image_type(head) is None:
-        return f"not a PNG, JPEG, WEBP, HEIC or HEIF image: {path}"
+    if sniff_mime_type(head) is None:
+        return f"not a {IMAGE_TYPES_TEXT} image: {path}"
     return None
-
-
-#: Reference image types the API accepts.
-ACCEPTED_IMAGE_TYPES: Final = frozenset(
-    {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
-)
-
-
-def sniff_image_type(data: bytes) -> str | None:
-    """The MIME type of image bytes from their magic number, if the API accepts it."""
-    mime = sniff_mime_type(data)
-    return mime if mime in ACCEPTED_IMAGE_TYPES else None
 
 
 def read_reference_image(path: str | os.PathLike[str]) -> tuple[bytes, str]:
@@ -437,7 +424,7 @@ def read_reference_image(path: str | os.PathLike[str]) -> tuple[bytes, str]:
     except OSError as exc:
         raise InputError(f"cannot read reference image: {exc.strerror or exc}",
                          file=str(path)) from None
-    mime = sniff_image_type(data[:64])
+    mime = sniff_mime_type(data[:64])
     if mime is None:
-        raise InputError("not a PNG, JPEG, WEBP, HEIC or HEIF image", file=str(path))
+        raise InputError(f"not a {IMAGE_TYPES_TEXT} image", file=str(path))
     return data, mime
