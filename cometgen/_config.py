@@ -35,19 +35,6 @@ LARGE_BODY_PATIENCE = 0.25
 #: are spread over several iterations. Fewer request starts (2) slowed the 1M-item run.
 REQUEST_STARTS_PER_ITERATION = 4
 CONNECTS_PER_ITERATION = 2
-#: ``Image.save`` calls of one event loop write in at most this many threads at once. Dozens
-#: of threads each writing MBs and fsyncing contend for the GIL with the event loop (loop lag
-#: p99 15-21 ms with 64 saves in flight, 10-11 ms with 4) and gain nothing on one disk.
-SAVE_THREADS = 4
-#: ``Batch`` images from this size on that could not be written direct (a file system
-#: without ``O_DIRECT``) have their disk writeback started as soon as they are written
-#: (``sync_file_range``), not left to the next manifest sync; smaller ones are cheaper
-#: written back together.
-EARLY_WRITEBACK_BYTES = 256 * 1024
-#: Images from this size on that are made durable (``Image.save``'s fsync, ``Batch``'s
-#: manifest sync) are written with ``O_DIRECT`` where the file system allows, skipping the
-#: page cache (see ``_direct_write``); smaller ones cost more in alignment than they save.
-DIRECT_WRITE_BYTES = 256 * 1024
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 AuthStyle = Literal["bearer", "x-goog-api-key"]

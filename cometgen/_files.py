@@ -1,41 +1,42 @@
-"""Crash-safe file output: atomic writes, safe file names, stale temp cleanup.
+"""Crash-safe file output: atomic writes, group commit, safe file names, stale temp cleanup.
 
-An image is first written to a temp file in the same directory as its final name,
-``.{final_name}.{12 hex}.tmp``, fsynced, then renamed into place with ``os.replace``.
-A reader (or a resumed run) therefore sees either no file or the complete file, never a
-truncated one. Temp files left behind by ``kill -9`` are removed by ``cleanup_temp_files``.
-With ``fsync=False`` the caller makes the files durable later, many at once, with
-``sync_files`` (what ``Batch`` does, once per manifest flush).
+Every file cometgen writes (images, ``metadata.jsonl``, a merged ``manifest.jsonl``) goes
+through ``atomic_write``: the bytes go to a temp file in the same directory as the final
+name, ``.{final_name}.{12 hex}.tmp``, which is then renamed into place with ``os.replace``.
+A reader (or a resumed run) sees either no file or the complete file, never a truncated
+one. Temp files left behind by ``kill -9`` are removed by ``cleanup_temp_files``.
+
+Durability: with ``fsync=True`` the file and then its directory are fsynced before the
+call returns. With ``fsync=False`` the caller makes the files durable later, many at once,
+with ``sync_files`` (``Batch``'s group commit: once per manifest flush, before the records
+naming the files are written).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import secrets
-import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import BinaryIO, Final
 
-import aiofiles
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._config import DIRECT_WRITE_BYTES, EARLY_WRITEBACK_BYTES
-from ._direct_write import write_direct_prefix
-
 __all__ = [
     "TEMP_PATTERN",
+    "atomic_write",
     "cleanup_temp_files",
     "extension_for",
+    "fsync_dir",
     "image_file_name",
     "is_temp_name",
     "safe_stem",
-    "start_writeback",
     "sync_files",
     "temp_name_for",
     "write_atomic",
@@ -45,12 +46,10 @@ __all__ = [
 #: Name of an in-progress atomic write: ``.{final_name}.{12 lowercase hex}.tmp``.
 TEMP_PATTERN: Final = re.compile(r"\A\..+\.[0-9a-f]{12}\.tmp\Z", re.DOTALL)
 
-# Large writes are chunked so a cancellation is noticed between chunks.
-_CHUNK: Final = 1 << 20
-# Up to this size an image is written in one worker-thread call.
-#: Writes up to this size go in one worker-thread call; larger ones stream in chunks.
-SMALL_WRITE: Final = 4 << 20
-_SMALL: Final = SMALL_WRITE
+#: Worker threads writing files at once, per event loop. One disk gains nothing from
+#: dozens of threads each writing MBs and fsyncing; a few keep it busy.
+_WRITE_THREADS: Final = 4
+_BUFFER: Final = 1 << 20
 # Most file systems cap a name at 255 bytes; leave room for the suffixes added below.
 _MAX_STEM_BYTES: Final = 200
 _KEY_HASH_LEN: Final = 16  # 64 bits: no birthday collision even for 1M ids sharing a stem
@@ -78,6 +77,18 @@ _EXTENSIONS: Final = {
     "image/gif": "gif",
 }
 
+# Per event loop: a limiter belongs to the loop it was made in.
+_LIMITER: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("write_limiter")
+
+
+def _write_limiter() -> anyio.CapacityLimiter:
+    try:
+        return _LIMITER.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(_WRITE_THREADS)
+        _LIMITER.set(limiter)
+        return limiter
+
 
 def temp_name_for(final_name: str) -> str:
     """A fresh temp file name for an atomic write of ``final_name`` (same directory)."""
@@ -89,146 +100,63 @@ def is_temp_name(name: str) -> bool:
     return TEMP_PATTERN.match(name) is not None
 
 
-async def write_atomic(
-    path: str | os.PathLike[str],
-    data: bytes,
-    *,
-    fsync: bool = True,
-    digest: bool = True,
-    synced_later: bool = False,
-) -> str:
-    """Write ``data`` to ``path`` atomically and return its sha256 hex digest.
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[BinaryIO]:
+    """Yield a buffered binary file that replaces ``path`` atomically on a clean exit.
 
-    With ``digest=False`` no hash is computed (about 0.7 ms per MB of CPU) and ``""`` is
-    returned. ``synced_later`` (with ``fsync=False``): the caller makes the file durable
-    soon with ``sync_files``, so a large image is written like a durable one (direct I/O).
-
-    Never blocks the event loop: file I/O runs in worker threads. On any error or
-    cancellation the temp file is removed (shielded) and the exception re-raised; the
-    final file is then untouched. ``OSError`` (ENOSPC, EACCES, ...) propagates as is.
+    The temp file sits next to ``path`` and is created with ``"xb"`` (never clobbers
+    anything; honours the umask). On any error the temp file is removed, ``path`` is left
+    untouched and the exception propagates (``OSError`` such as ENOSPC as it is). With
+    ``fsync`` the file is fsynced before the rename and its directory after. Blocking.
     """
-    if len(data) <= _SMALL:
-        # One worker-thread call for the whole write: half the CPU of a call per step,
-        # which matters at thousands of images a minute. It cannot be abandoned, so it
-        # always ends with the file renamed into place or the temp file removed.
-        return await anyio.to_thread.run_sync(
-            _write_atomic_sync, os.fspath(path), data, fsync, digest, synced_later
-        )
-    return await _stream_atomic(os.fspath(path), data, fsync, digest, fsync or synced_later)
-
-
-async def _stream_atomic(
-    final: str, data: bytes, fsync: bool, digest: bool, direct: bool
-) -> str:
-    """Large images: streamed in chunks, one worker-thread call each, so a cancel lands
-    between them."""
+    final = os.fspath(path)
     directory, name = os.path.split(final)
     tmp = os.path.join(directory, temp_name_for(name))
-    created = False
     try:
-        # A worker-thread call keeps going if the await is cancelled: shield each call so
-        # no stray thread touches the file after cleanup, and check for cancellation
-        # between chunks instead.
-        with anyio.CancelScope(shield=True):
-            # "x": never clobber anything; the mode honours the umask, unlike mkstemp.
-            f = await aiofiles.open(tmp, "xb")
-        created = True
-        try:
-            # Chunks go through the descriptor (never ``f.write``, so nothing is buffered
-            # in ``f``): whole 1 MiB chunks keep every direct write aligned.
-            fd = f.fileno()
-            view = memoryview(data)
-            for start in range(0, len(view), _CHUNK):
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(
-                        _write_data, fd, view[start : start + _CHUNK], direct
-                    )
-            hexdigest = await anyio.to_thread.run_sync(
-                _sync_and_hash, fd, data, fsync, digest
-            )
-        finally:
-            with anyio.CancelScope(shield=True):
-                await f.close()
-        # One non-abandonable thread call: once started, the rename always completes.
-        await anyio.to_thread.run_sync(_replace, tmp, final, fsync)
+        with open(tmp, "xb", buffering=_BUFFER) as f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
     except BaseException:
-        if created:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_unlink_quiet, tmp)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
-    return hexdigest
-
-
-def _write_data(fd: int, data: bytes | memoryview, durable: bool) -> int:
-    """Write all of ``data``; a large one that goes to disk now or at the next sync skips
-    the page cache. Returns how many bytes went direct."""
-    done = write_direct_prefix(fd, data) if durable and len(data) >= DIRECT_WRITE_BYTES else 0
-    _write_all(fd, memoryview(data)[done:] if done else data)
-    return done
+    if fsync:
+        fsync_dir(directory or ".")
 
 
 def write_atomic_sync(
     path: str | os.PathLike[str], data: bytes, *, fsync: bool = True, digest: bool = True
 ) -> str:
-    """Blocking ``write_atomic``, for code already in a worker thread."""
-    return _write_atomic_sync(os.fspath(path), data, fsync, digest)
+    """Write ``data`` to ``path`` with ``atomic_write``; its sha256 hex (``""`` without
+    ``digest``). Blocking."""
+    with atomic_write(path, fsync=fsync) as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest() if digest else ""
 
 
-# O_EXCL: never clobber anything; mode 0o666 honours the umask, like open(..., "xb").
-_CREATE_FLAGS: Final = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    # os.write rather than a file object: open() adds fstat, isatty and lseek calls, and
-    # every call made from a worker thread takes the GIL back from the event loop once.
-    written = os.write(fd, data)
-    if written < len(data):
-        view = memoryview(data)
-        while written < len(data):
-            written += os.write(fd, view[written:])
-
-
-def _write_atomic_sync(
-    final: str, data: bytes, fsync: bool, digest: bool = True, synced_later: bool = False
+async def write_atomic(
+    path: str | os.PathLike[str], data: bytes, *, fsync: bool = True, digest: bool = True
 ) -> str:
-    """``synced_later``: the caller makes the file durable soon (``sync_files``)."""
-    directory, name = os.path.split(final)
-    tmp = os.path.join(directory, temp_name_for(name))
-    with removed_on_error(tmp):
-        fd = os.open(tmp, _CREATE_FLAGS, 0o666)
-        try:
-            direct = _write_data(fd, data, fsync or synced_later)
-            if fsync:
-                os.fsync(fd)
-            elif synced_later and not direct and len(data) >= EARLY_WRITEBACK_BYTES:
-                start_writeback(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    if fsync:
-        fsync_dir(directory or ".")
-    return hashlib.sha256(data).hexdigest() if digest else ""
+    """``write_atomic_sync`` in a worker thread (at most a few per event loop).
 
-
-def _sync_and_hash(fd: int, data: bytes, fsync: bool, digest: bool) -> str:
-    if fsync:
-        os.fsync(fd)
-    return hashlib.sha256(data).hexdigest() if digest else ""
-
-
-def _replace(tmp: str, final: str, fsync: bool) -> None:
-    os.replace(tmp, final)
-    if fsync:
-        fsync_dir(os.path.dirname(final) or ".")
+    Plain anyio worker threads rather than aiofiles: the whole write (create, write, fsync,
+    rename) is one thread call, which anyio does not abandon on cancellation. So a
+    cancelled write still ends with the file in place or its temp file removed, never a
+    stray thread touching the file later; the cancellation is delivered right after.
+    """
+    call = functools.partial(write_atomic_sync, path, data, fsync=fsync, digest=digest)
+    return await anyio.to_thread.run_sync(call, limiter=_write_limiter())
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
     """Persist a rename in ``directory``; best effort (not possible on every OS/FS)."""
     try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(directory, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -239,74 +167,15 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-_libc_functions: dict[str, Callable[..., int] | None] = {}
-
-
-def _libc(name: str, *argtypes: type) -> Callable[..., int] | None:
-    """A libc function by name (Linux), or None where there is none."""
-    # Looked up on first use: ctypes costs startup time that most commands never need.
-    if name not in _libc_functions:
-        fn = None
-        if sys.platform.startswith("linux"):
-            import ctypes
-
-            try:
-                fn = getattr(ctypes.CDLL(None, use_errno=True), name)
-            except (OSError, AttributeError):
-                fn = None
-            else:
-                fn.argtypes = list(argtypes)
-                fn.restype = ctypes.c_int
-        _libc_functions[name] = fn
-    return _libc_functions[name]
-
-
-def _load_syncfs() -> Callable[[int], int] | None:
-    import ctypes
-
-    return _libc("syncfs", ctypes.c_int)
-
-
-_SYNC_FILE_RANGE_WRITE: Final = 2
-
-
-def start_writeback(fd: int) -> None:
-    """Start writing ``fd``'s dirty pages to disk now, without waiting (Linux; else nothing).
-
-    Not durability (no metadata, no wait): ``sync_files`` still makes the file durable.
-    Started per image, the writeback runs steadily instead of as one burst of hundreds of MB
-    at each ``sync_files``, which stalled the writer thread and the event loop (measured:
-    loop lag p99 16-18 -> 8-11 ms, 185 -> 200 images/s with 64 2 MB answers in flight).
-    """
-    import ctypes
-
-    fn = _libc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    if fn is not None:
-        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # best effort: an error changes nothing
-
-
 def sync_files(directory: str | os.PathLike[str], names: Iterable[str]) -> None:
     """Make files under ``directory`` (written with ``fsync=False``) and their renames durable.
 
-    ``names`` are paths relative to ``directory``. Linux: one ``syncfs`` of the file system
-    holding ``directory`` (one journal commit for any number of files, where an fsync per
-    file costs a commit each). Elsewhere: fsync each file, then each of their folders once.
-    Blocking; raises ``OSError`` if the kernel reports a write error.
+    ``names`` are paths relative to ``directory``: each file is fsynced, then each of their
+    folders once. Blocking; raises ``OSError`` if the kernel reports a write error (or a
+    file is missing).
     """
     root = os.fspath(directory)
-    syncfs = _load_syncfs()
-    if syncfs is not None:
-        fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            if syncfs(fd) != 0:
-                import ctypes
-
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err), root)
-        finally:
-            os.close(fd)
-        return
-    folders: set[str] = set()
+    folders: dict[str, None] = {}
     for name in names:
         path = os.path.join(root, name)
         # Windows flushes a handle only if it was opened for writing.
@@ -315,26 +184,9 @@ def sync_files(directory: str | os.PathLike[str], names: Iterable[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        folders.add(os.path.dirname(path) or ".")
+        folders[os.path.dirname(path) or "."] = None
     for folder in folders:
         fsync_dir(folder)
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-@contextmanager
-def removed_on_error(tmp: str) -> Iterator[str]:
-    """Yield ``tmp`` (a temp file path); on any error or cancellation remove it and re-raise."""
-    try:
-        yield tmp
-    except BaseException:
-        _unlink_quiet(tmp)
-        raise
 
 
 def _is_unsafe(ch: str) -> bool:

@@ -7,26 +7,11 @@ from pathlib import Path
 from typing import Final
 
 import anyio
-import anyio.lowlevel
 import msgspec
 
-from ._config import SAVE_THREADS
 from ._exceptions import ConfigError
-from ._files import SMALL_WRITE, extension_for, write_atomic, write_atomic_sync
+from ._files import extension_for, write_atomic
 from ._wire import signature_text
-
-# Per event loop: a limiter belongs to the loop it was made in.
-_SAVE_LIMITER: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("save_limiter")
-
-
-def _save_limiter() -> anyio.CapacityLimiter:
-    try:
-        return _SAVE_LIMITER.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(SAVE_THREADS)
-        _SAVE_LIMITER.set(limiter)
-        return limiter
-
 
 _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
                                  b"hevm", b"hevs"})
@@ -106,29 +91,12 @@ class Image:
 
         Never a half-written file under the final name, even if the process dies mid-write.
         ``durable=True`` (the default) also fsyncs the file and its directory, so the image
-        survives a power loss once ``save`` returns; on Linux an image of 256 KiB or more
-        then skips the page cache (``O_DIRECT``). ``durable=False`` skips the fsyncs and
-        writes through the page cache. Returns the final path.
+        survives a power loss once ``save`` returns. Returns the final path.
         """
         target = Path(path)
-        if len(self.data) <= SMALL_WRITE:
-            # One worker-thread call for the directory check and the write: a thread hop
-            # costs about as much CPU as the fsyncs. Not abandoned on cancel, so it ends
-            # with the file in place or the temp file removed.
-            return await anyio.to_thread.run_sync(
-                self._save_sync, target, durable, limiter=_save_limiter()
-            )
-        target = await anyio.to_thread.run_sync(self._file_for, target)
+        if await anyio.Path(target).is_dir():
+            target = target / f"image.{self.extension}"
         await write_atomic(target, self.data, fsync=durable, digest=False)
-        return target
-
-    def _file_for(self, target: Path) -> Path:
-        """``target``, or ``target/image.<ext>`` when it is a directory (blocking)."""
-        return target / f"image.{self.extension}" if target.is_dir() else target
-
-    def _save_sync(self, target: Path, durable: bool) -> Path:
-        target = self._file_for(target)
-        write_atomic_sync(target, self.data, fsync=durable, digest=False)
         return target
 
     def __repr__(self) -> str:

@@ -173,18 +173,56 @@ async def test_unwritable_out_dir_is_a_config_error(tmp_path: Path) -> None:
                 pass
 
 
-async def test_a_send_to_departed_workers_during_cancellation_is_the_cancellation() -> None:
+async def test_a_cancelled_batch_raises_the_cancellation_not_broken_streams(
+    tmp_path: Path,
+) -> None:
     # A cancelled Batch: its workers leave (closing their end of the work stream) while the
-    # producer still runs up to its next checkpoint. Its next hand-off must raise the
-    # cancellation, not BrokenResourceError (seen as an ExceptionGroup from Batch's exit).
-    from cometgen._bulk._batch import _send
+    # producer may still hand items over. That must surface as the cancellation, never as
+    # BrokenResourceError (an ExceptionGroup from Batch's exit). Cancelled at several points.
+    jobs = [cometgen.Job(prompt=f"p{i}") for i in range(300)]
+    async with MockServer() as server, client_for(server) as client:
+        for stop_after in (0, 1, 5, 20):
+            seen = 0
+            with anyio.fail_after(30), anyio.CancelScope() as scope:
+                async with cometgen.Batch(
+                    client, out_dir=tmp_path / f"out{stop_after}", concurrency=4
+                ) as batch:
+                    async for _ in batch.run(jobs):
+                        seen += 1
+                        if seen > stop_after:
+                            scope.cancel()
+            assert scope.cancelled_caught
+            assert seen == stop_after + 1
+            # Every image a record names was written before it; nothing half-written is left.
+            for record in manifest(tmp_path / f"out{stop_after}"):
+                for file in record.get("files", []):  # type: ignore[attr-defined]
+                    assert (tmp_path / f"out{stop_after}" / file["path"]).is_file()
 
-    send, receive = anyio.create_memory_object_stream[int](4)
-    receive.close()
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        await _send(send, 1)
-    assert scope.cancelled_caught
-    with pytest.raises(anyio.BrokenResourceError):  # not cancelled: a real error, kept
-        await _send(send, 2)
-    send.close()
+
+def test_duplicate_keys_are_generated_once_even_with_odd_keys() -> None:
+    # Moved from the KeySet tests: dedupe must treat "", lone surrogates and non-ASCII keys
+    # as ordinary distinct keys.
+    from cometgen._bulk._admission import Admission
+    from cometgen._bulk._job import Job, expand
+    from cometgen._bulk._stats import BatchStats
+
+    stats = BatchStats()
+    admission = Admission(stats, shard=None, retry_failed=False)
+    ids = ["a", "\udc80 lone surrogate", "é", "e\u0301", "a"]
+    items = [expand(Job(prompt="p", id=i), default_model="m")[0] for i in ids]
+    assert [admission.admit(item) for item in items] == [True, True, True, True, False]
+    assert stats.duplicates == 1
+
+
+def test_now_iso_matches_datetime() -> None:
+    import datetime
+    import re
+
+    from cometgen._bulk._item_runner import now_iso
+
+    before = datetime.datetime.now(datetime.UTC)
+    text = now_iso()
+    after = datetime.datetime.now(datetime.UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text)
+    parsed = datetime.datetime.fromisoformat(text)
+    assert before - datetime.timedelta(milliseconds=1) <= parsed <= after

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cometgen import _files
 from cometgen._files import (
+    atomic_write,
     cleanup_temp_files,
     extension_for,
     image_file_name,
@@ -55,29 +56,11 @@ async def test_write_atomic_empty_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_cancel_during_write_leaves_nothing(
+async def test_cancel_during_write_finishes_it_then_cancels(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Deterministic: the scope is cancelled while the data is being fsynced."""
-    real = _files._sync_and_hash
-    with anyio.CancelScope() as scope:
-
-        def cancel_then_sync(fd: int, data: bytes, fsync: bool, digest: bool) -> str:
-            anyio.from_thread.run_sync(scope.cancel)
-            return real(fd, data, fsync, digest)
-
-        monkeypatch.setattr(_files, "_sync_and_hash", cancel_then_sync)
-        # Larger than the one-call size: the streamed (aiofiles) path.
-        await write_atomic(tmp_path / "big.png", os.urandom(_files._SMALL + 1))
-    assert scope.cancelled_caught
-    assert _names(tmp_path) == []
-
-
-@pytest.mark.anyio
-async def test_cancel_during_small_write_leaves_all_or_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The one-call path cannot be abandoned: it finishes, then the cancel lands."""
+    """The write is one worker-thread call, never abandoned: it finishes, then the cancel
+    lands."""
     real_fsync = os.fsync
     data = os.urandom(1000)
     with anyio.CancelScope() as scope:
@@ -127,7 +110,7 @@ async def test_enospc_propagates_as_oserror_and_leaves_nothing(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(_files.os, "fsync", disk_full)
-    for size in (4, _files._SMALL + 1):  # the one-call and the streamed path
+    for size in (4, 5 << 20):
         with pytest.raises(OSError) as info:
             await write_atomic(tmp_path / "a.png", b"d" * size)
         assert info.value.errno == errno.ENOSPC
@@ -153,6 +136,47 @@ async def test_rename_failure_removes_temp_and_keeps_target(tmp_path: Path) -> N
         await write_atomic(target, b"data")  # cannot replace a non-empty directory
     assert _names(tmp_path) == ["taken"]
     assert (target / "inside").read_bytes() == b"keep"
+
+
+def test_atomic_write_error_in_the_body_keeps_the_target(tmp_path: Path) -> None:
+    """What metadata.jsonl and merge rely on: a failure while streaming leaves the old file."""
+    (tmp_path / "m.jsonl").write_bytes(b"old\n")
+    with pytest.raises(ValueError), atomic_write(tmp_path / "m.jsonl") as f:
+        f.write(b"new, half")
+        raise ValueError("boom")
+    assert _names(tmp_path) == ["m.jsonl"]
+    assert (tmp_path / "m.jsonl").read_bytes() == b"old\n"
+    with atomic_write(tmp_path / "m.jsonl") as f:
+        for line in (b"a\n", b"b\n"):
+            f.write(line)
+    assert (tmp_path / "m.jsonl").read_bytes() == b"a\nb\n"
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_atomic_write_fsyncs_file_then_directory_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync_spy(fd: int) -> None:
+        events.append("fsync dir" if _is_dir(fd) else "fsync file")
+        real_fsync(fd)
+
+    def replace_spy(src: str, dst: str) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync_spy)
+    monkeypatch.setattr(os, "replace", replace_spy)
+    _files.write_atomic_sync(tmp_path / "a.png", b"data", fsync=fsync)
+    assert events == (["fsync file", "rename", "fsync dir"] if fsync else ["rename"])
+
+
+def _is_dir(fd: int) -> bool:
+    import stat
+
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
 
 
 # --------------------------------------------------------------------------- temp names
@@ -319,7 +343,7 @@ def test_extension_for(mime: str, ext: str) -> None:
 
 @pytest.mark.anyio
 async def test_write_atomic_without_digest_returns_empty(tmp_path: Path) -> None:
-    small, big = b"x" * 10, os.urandom(_files._SMALL + 1)
+    small, big = b"x" * 10, os.urandom(5 << 20)
     assert await write_atomic(tmp_path / "a.png", small, digest=False) == ""
     assert await write_atomic(tmp_path / "b.png", big, digest=False) == ""
     assert (tmp_path / "a.png").read_bytes() == small

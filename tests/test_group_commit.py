@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import cometgen
-from cometgen import _files
-from cometgen._bulk import _manifest
-from cometgen._bulk._manifest import MANIFEST_NAME, FileRecord, ManifestRecord, ManifestWriter
+from cometgen._bulk import _manifest_writer
+from cometgen._bulk._manifest import MANIFEST_NAME, FileRecord, ManifestRecord
+from cometgen._bulk._manifest_writer import ManifestWriter
 from cometgen._cli import _loop
 from cometgen._cli._loop import want_uvloop
 from cometgen._exceptions import ConfigError
@@ -38,14 +38,7 @@ def _keys(out: Path) -> list[str]:
 # --------------------------------------------------------------------------- sync_files
 
 
-def test_sync_files_uses_one_syncfs_on_linux(tmp_path: Path) -> None:
-    if _files._load_syncfs() is None:
-        pytest.skip("no syncfs here")
-    (tmp_path / "a.png").write_bytes(b"a")
-    sync_files(tmp_path, ["a.png", "missing.png"])  # names are not opened with syncfs
-
-
-def test_sync_files_fallback_fsyncs_each_file_and_folder_once(
+def test_sync_files_fsyncs_each_file_and_folder_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "sub").mkdir()
@@ -53,7 +46,6 @@ def test_sync_files_fallback_fsyncs_each_file_and_folder_once(
         (tmp_path / name).write_bytes(b"x")
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(_files, "_load_syncfs", lambda: None)
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     sync_files(tmp_path, ["a.png", "b.png", "sub/c.png"])
     assert len(synced) == 3 + 2  # three files, two folders
@@ -74,7 +66,7 @@ async def test_flush_syncs_images_before_their_records_are_written(
         # What the manifest holds when the sync runs: none of the records naming these.
         calls.append((list(names), _keys(tmp_path)))
 
-    monkeypatch.setattr(_manifest, "sync_files", spy)
+    monkeypatch.setattr(_manifest_writer, "sync_files", spy)
     async with ManifestWriter(tmp_path, batch_size=2, flush_interval=3600,
                               sync_files=True) as writer:
         await write_atomic(tmp_path / "a.png", b"a", fsync=False)
@@ -97,7 +89,7 @@ async def test_failed_sync_keeps_records_buffered(
         if fail[0]:
             raise OSError(5, "I/O error")
 
-    monkeypatch.setattr(_manifest, "sync_files", flaky)
+    monkeypatch.setattr(_manifest_writer, "sync_files", flaky)
     async with ManifestWriter(tmp_path, flush_interval=3600, sync_files=True) as writer:
         await writer.write(_done("a", "a.png"))
         with pytest.raises(OSError):
@@ -112,7 +104,7 @@ async def test_batch_images_are_synced_by_the_manifest_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[str] = []
-    real = _manifest.sync_files
+    real = _manifest_writer.sync_files
 
     def spy(directory: Any, names: list[str]) -> None:
         on_disk = set(_keys(tmp_path)) if (tmp_path / MANIFEST_NAME).exists() else set()
@@ -120,7 +112,7 @@ async def test_batch_images_are_synced_by_the_manifest_flush(
         synced.extend(names)
         real(directory, names)
 
-    monkeypatch.setattr(_manifest, "sync_files", spy)
+    monkeypatch.setattr(_manifest_writer, "sync_files", spy)
     jobs = [cometgen.Job(prompt=f"p {i}", id=f"p{i}") for i in range(20)]
     async with MockServer() as server, cometgen.AsyncClient(
         api_key="k", base_url=server.url, retry=FAST
@@ -129,6 +121,54 @@ async def test_batch_images_are_synced_by_the_manifest_flush(
             await batch.run_all(jobs)
     assert sorted(synced) == sorted(f"p{i}.jpg" for i in range(20))
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.anyio
+async def test_batch_fsyncs_images_and_folder_before_appending_their_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group-commit order, seen at the system calls of a real run over HTTP.
+
+    Every ``os.fsync`` is logged with the inode it syncs; every manifest append with the
+    keys it writes. An image keeps its inode through the rename, so after the run each
+    record can be matched to the fsync of its image file and of the output folder."""
+    events: list[tuple[str, Any]] = []
+    real_fsync, real_write_all = os.fsync, _manifest_writer._write_all
+
+    def fsync_spy(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def append_spy(fd: int, data: bytes) -> None:
+        keys = [json.loads(line)["key"] for line in data.splitlines() if line.strip()]
+        events.append(("append", keys))
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(os, "fsync", fsync_spy)
+    monkeypatch.setattr(_manifest_writer, "_write_all", append_spy)
+    out = tmp_path / "out"
+    jobs = [cometgen.Job(prompt=f"p {i} [[mock:slow:1:0.0{i % 5}s]]", id=f"p{i}")
+            for i in range(40)]
+    async with MockServer() as server, cometgen.AsyncClient(
+        api_key="k", base_url=server.url, retry=FAST
+    ) as client:
+        async with cometgen.Batch(client, out_dir=out, concurrency=8) as batch:
+            await batch.run_all(jobs)
+    assert batch.stats.done == 40
+    folder = out.stat().st_ino
+    image_inode = {f"p{i}": (out / f"p{i}.jpg").stat().st_ino for i in range(40)}
+    appended: set[str] = set()
+    for position, (kind, value) in enumerate(events):
+        if kind != "append":
+            continue
+        before = events[:position]
+        for key in value:
+            inode = image_inode[key]
+            synced_at = max(i for i, e in enumerate(before) if e == ("fsync", inode))
+            # ...and the folder (the rename) after the image, still before the record.
+            assert ("fsync", folder) in before[synced_at:], key
+            appended.add(key)
+    assert appended == set(image_inode)
 
 
 # --------------------------------------------------------------------------- adoption
@@ -190,129 +230,3 @@ def test_cli_run_on_each_loop(tmp_path: Path, loop: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["done"] == 5
     assert len(list(out.glob("i*.jpg"))) == 5
-
-
-# --------------------------------------------------------------------------- ImageWriter
-
-
-@pytest.mark.anyio
-async def test_image_writer_writes_atomically_and_reports_errors(tmp_path: Path) -> None:
-    import hashlib
-    import threading
-
-    import anyio
-
-    from cometgen._image_writer import ImageWriter
-
-    async with ImageWriter() as writer:
-        results: dict[int, str] = {}
-
-        async def one(i: int) -> None:
-            results[i] = await writer.write(tmp_path / f"{i}.png", b"x" * i)
-
-        async with anyio.create_task_group() as tg:
-            for i in range(50):
-                tg.start_soon(one, i)
-        with pytest.raises(FileNotFoundError):
-            await writer.write(tmp_path / "missing" / "a.png", b"a")
-    assert results == {i: hashlib.sha256(b"x" * i).hexdigest() for i in range(50)}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{i}.png" for i in range(50)
-    )
-    assert not [t for t in threading.enumerate() if t.name == "cometgen-image-writer"]
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("how", ["scope", "task.cancel"])
-async def test_image_writer_cancellation_waits_for_the_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
-) -> None:
-    """A cancelled caller gets its cancellation only once the queued write is settled."""
-    import asyncio
-    import time
-
-    import anyio
-
-    from cometgen import _image_writer
-    from cometgen._image_writer import ImageWriter
-
-    real = _image_writer._write_atomic_sync
-
-    def slow_write(path: str, data: bytes, *args: Any) -> str:
-        time.sleep(0.3)
-        return real(path, data, *args)
-
-    monkeypatch.setattr(_image_writer, "_write_atomic_sync", slow_write)
-    target = tmp_path / "a.png"
-    async with ImageWriter() as writer:
-        started = time.monotonic()
-        if how == "scope":
-            with anyio.move_on_after(0.05) as scope:
-                await writer.write(target, b"png")
-            assert scope.cancelled_caught
-            # Every cancel request the scope delivered meanwhile was taken back.
-            current = asyncio.current_task()
-            assert current is not None and current.cancelling() == 0
-        else:
-            task = asyncio.ensure_future(writer.write(target, b"png"))
-            await asyncio.sleep(0.05)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        # The cancellation was held until the image was renamed into place.
-        assert target.read_bytes() == b"png"
-        assert time.monotonic() - started >= 0.25
-
-
-# --------------------------------------------------------------------------- early writeback
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("direct_io", [True, False])
-async def test_image_writer_starts_writeback_of_large_buffered_images_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool
-) -> None:
-    import hashlib
-
-    from cometgen._config import DIRECT_WRITE_BYTES, EARLY_WRITEBACK_BYTES
-    from cometgen._image_writer import ImageWriter
-
-    started: list[int] = []
-    direct: list[int] = []
-    real, real_direct = _files.start_writeback, _files.write_direct_prefix
-
-    def spy(fd: int) -> None:
-        started.append(os.fstat(fd).st_size)  # called on the complete, still open temp file
-        real(fd)
-
-    def direct_spy(fd: int, data: bytes) -> int:
-        # Without direct I/O (a file system refusing O_DIRECT) nothing is written direct.
-        written = real_direct(fd, data) if direct_io else 0
-        direct.append(written)
-        return written
-
-    monkeypatch.setattr(_files, "start_writeback", spy)
-    monkeypatch.setattr(_files, "write_direct_prefix", direct_spy)
-    size = max(EARLY_WRITEBACK_BYTES, DIRECT_WRITE_BYTES)
-    big, small = os.urandom(size), b"\x89PNG" + os.urandom(100)
-    async with ImageWriter() as writer:
-        assert await writer.write(tmp_path / "big.png", big) == hashlib.sha256(big).hexdigest()
-        await writer.write(tmp_path / "small.png", small)
-    assert len(direct) == 1  # only the big one is tried
-    # An image that went direct has nothing in the page cache to write back.
-    assert started == ([] if direct[0] else [len(big)])
-    assert (tmp_path / "big.png").read_bytes() == big
-    assert (tmp_path / "small.png").read_bytes() == small
-
-
-def test_start_writeback_is_best_effort(tmp_path: Path) -> None:
-    with open(tmp_path / "a.png", "wb") as f:
-        f.write(os.urandom(300_000))
-        f.flush()
-        _files.start_writeback(f.fileno())  # dirty pages: writeback starts, nothing waits
-    fd = os.open(tmp_path, os.O_RDONLY)
-    try:
-        _files.start_writeback(fd)  # a directory: the kernel refuses, silently ignored
-    finally:
-        os.close(fd)
-    assert (tmp_path / "a.png").stat().st_size == 300_000

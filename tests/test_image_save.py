@@ -46,42 +46,39 @@ async def test_cancelled_save_leaves_a_complete_file_or_none(tmp_path: Path) -> 
         assert not path.name.startswith(".") and path.read_bytes() == big
 
 
-async def test_concurrent_saves_use_a_few_threads(tmp_path: Path) -> None:
+async def test_concurrent_saves_use_a_few_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
-    from cometgen._config import SAVE_THREADS
+    from cometgen import _files
 
-    seen: set[int] = set()
     active = peak = 0
     lock = threading.Lock()
     image = Image(PNG)
-    original = Image._save_sync
+    original = _files.write_atomic_sync
 
-    def spy(self: Image, target: Path, durable: bool) -> Path:
+    def spy(*args: object, **kwargs: object) -> str:
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
-            seen.add(threading.get_ident())
         try:
-            return original(self, target, durable)
+            return original(*args, **kwargs)  # type: ignore[arg-type]
         finally:
             with lock:
                 active -= 1
 
-    Image._save_sync = spy  # type: ignore[method-assign]
-    try:
-        async with anyio.create_task_group() as tg:
-            for i in range(40):
-                tg.start_soon(image.save, tmp_path / f"{i}.png")
-    finally:
-        Image._save_sync = original  # type: ignore[method-assign]
+    monkeypatch.setattr(_files, "write_atomic_sync", spy)
+    async with anyio.create_task_group() as tg:
+        for i in range(40):
+            tg.start_soon(image.save, tmp_path / f"{i}.png")
     assert len(list(tmp_path.iterdir())) == 40
-    assert 1 <= peak <= SAVE_THREADS
+    assert 1 <= peak <= _files._WRITE_THREADS
 
 
 @pytest.mark.parametrize("durable", [True, False])
-@pytest.mark.parametrize("size", [5000, (4 << 20) + 10], ids=["small", "streamed"])
+@pytest.mark.parametrize("size", [5000, (4 << 20) + 10], ids=["small", "large"])
 async def test_durable_controls_the_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            durable: bool, size: int) -> None:
     synced: list[int] = []

@@ -14,20 +14,20 @@ import anyio
 import msgspec
 import pytest
 
-from cometgen._bulk import _manifest
+from cometgen._bulk import _manifest_writer
 from cometgen._bulk._manifest import (
     MANIFEST_NAME,
     METADATA_NAME,
     FileRecord,
     ManifestRecord,
     ManifestState,
-    ManifestWriter,
     OutputLockedError,
     load_manifest,
     should_send,
     summarize,
     utc_now,
 )
+from cometgen._bulk._manifest_writer import ManifestWriter
 from cometgen._bulk._metadata import write_metadata_jsonl
 from cometgen._files import cleanup_temp_files, image_file_name, write_atomic
 
@@ -229,7 +229,7 @@ async def test_second_writer_is_locked_out(tmp_path: Path) -> None:
 async def test_partial_append_is_rolled_back_and_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write_all = _manifest._write_all
+    real_write_all = _manifest_writer._write_all
     calls = {"n": 0}
 
     def half_then_enospc(fd: int, data: bytes) -> None:
@@ -242,7 +242,7 @@ async def test_partial_append_is_rolled_back_and_retried(
     async with ManifestWriter(tmp_path, flush_interval=3600) as writer:
         await writer.write(_rec("a"))
         await writer.flush()
-        monkeypatch.setattr(_manifest, "_write_all", half_then_enospc)
+        monkeypatch.setattr(_manifest_writer, "_write_all", half_then_enospc)
         await writer.write(_rec("b"))
         with pytest.raises(OSError) as info:
             await writer.flush()
@@ -383,7 +383,8 @@ async def test_metadata_jsonl_from_explicit_manifest_path(tmp_path: Path) -> Non
 _CRASH_CHILD = """
 import os, sys, anyio
 from cometgen._files import cleanup_temp_files, image_file_name, write_atomic
-from cometgen._bulk._manifest import FileRecord, ManifestRecord, ManifestWriter
+from cometgen._bulk._manifest import FileRecord, ManifestRecord
+from cometgen._bulk._manifest_writer import ManifestWriter
 
 async def main(out):
     async with ManifestWriter(out, batch_size=4, flush_interval=0.01) as writer:

@@ -26,7 +26,7 @@ from _reliability import (
 )
 
 import cometgen
-from cometgen._bulk._manifest import ManifestWriter
+from cometgen._bulk._manifest_writer import ManifestWriter
 from cometgen._files import temp_name_for
 from cometgen.testing import MockServer
 

@@ -8,7 +8,6 @@ the outcome to the caller. Per-item failures are values; cancellation propagates
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -19,34 +18,24 @@ from types import TracebackType
 from typing import TypeVar
 
 import anyio
-import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import AsyncClient
-from .._exceptions import (
-    ConfigError,
-    InputError,
-)
+from .._exceptions import ConfigError, InputError
 from .._files import cleanup_temp_files, temp_name_for
-from .._image_writer import ImageWriter
+from ._admission import Admission, Budget, shard_of
 from ._item_runner import ItemRunner, now_iso
 from ._job import Job, WorkItem, expand, image_sha256
-from ._keyset import KeySet
-from ._manifest import (
-    ManifestRecord,
-    ManifestState,
-    ManifestWriter,
-    load_manifest,
-    should_send,
-)
+from ._manifest import ManifestRecord, load_manifest
+from ._manifest_writer import ManifestWriter
 from ._metadata import write_metadata_jsonl
 from ._outcomes import Done, Failed, Outcome
 from ._pricing import PriceTable, load_prices
 from ._stats import BatchStats
 
-__all__ = ["Batch", "JobSource"]
+__all__ = ["Batch", "JobSource", "drain", "shard_of"]
 
 logger = logging.getLogger("cometgen")
 
@@ -58,18 +47,14 @@ _READ_CHUNK = 256
 T = TypeVar("T")
 
 
-def shard_of(key: str, count: int) -> int:
-    """The shard (0-based) an item key belongs to, stable across machines and runs."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % count
-
-
 class Batch:
     """Generate many jobs with bounded concurrency; results stream back as they complete.
 
     ``async with Batch(client, out_dir="out") as batch: async for o in batch.run(jobs): ...``
     With ``out_dir``, images are written atomically there and every finished item goes to
     ``manifest.jsonl``; re-running on the same folder skips what is done. Without it,
-    images stay in memory on the ``Done`` outcomes.
+    images stay in memory on the ``Done`` outcomes. ``concurrency``, ``rpm``, ``ipm`` and
+    ``adaptive`` default to the client's ``Limits``.
     """
 
     def __init__(
@@ -77,7 +62,7 @@ class Batch:
         client: AsyncClient,
         *,
         out_dir: str | os.PathLike[str] | None = None,
-        concurrency: int = 16,
+        concurrency: int | None = None,
         rpm: float | None = None,
         ipm: float | None = None,
         adaptive: bool | None = None,
@@ -91,23 +76,19 @@ class Batch:
         shard: tuple[int, int] | None = None,
         job_timeout: float | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {concurrency!r}")
         if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
             raise ConfigError(f"shard must be I/N with 0 <= I < N, got {shard[0]}/{shard[1]}")
         if max_cost is not None and max_cost < 0:
             raise ConfigError(f"max_cost must be >= 0, got {max_cost!r}")
-        # replace(): keeps the client's other limits (shared Redis URL, namespace, lease TTL).
+        # Only what the caller passed replaces the client's limits; replace() keeps the rest
+        # (shared Redis URL, namespace, lease TTL) and Limits validates the new values.
+        given = {"concurrency": concurrency, "rpm": rpm, "ipm": ipm, "adaptive": adaptive}
         limits = msgspec.structs.replace(
-            client.limits,
-            concurrency=concurrency,
-            rpm=rpm if rpm is not None else client.limits.rpm,
-            ipm=ipm if ipm is not None else client.limits.ipm,
-            adaptive=client.limits.adaptive if adaptive is None else adaptive,
+            client.limits, **{k: v for k, v in given.items() if v is not None}
         )
         self.client = client.with_options(limits=limits, on_no_image="return")
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.concurrency = concurrency
+        self.concurrency = limits.concurrency
         self.model = model or client.model
         self.aspect_ratio = aspect_ratio
         self.image_size = image_size
@@ -118,13 +99,11 @@ class Batch:
         self.shard = shard
         self.job_timeout = job_timeout
         self.stats = BatchStats()
-        self._state: ManifestState | None = None
+        self._admission = Admission(self.stats, shard=shard, retry_failed=retry_failed)
+        self._budget = Budget(self.stats, self.prices, max_cost)
         self._writer: ManifestWriter | None = None
-        self._images: ImageWriter | None = None
         self._tg: TaskGroup | None = None
         self._stopping = anyio.Event()
-        self._seen = KeySet()
-        self._inflight_projection = 0.0
         self._started = False
         self._adopt = False
         self._runner = ItemRunner(
@@ -157,26 +136,22 @@ class Batch:
         resuming = (out_dir / "manifest.jsonl").exists()
         # Lock the folder first: the temp cleanup and the manifest read below must not race
         # a run still writing here (its temp files would vanish under it mid-write).
-        # sync_files: the images are written without an fsync each (see ItemRunner._save);
-        # each manifest flush makes them durable before the records naming them.
+        # sync_files (group commit): the images are written without an fsync each (see
+        # ItemRunner._save); each manifest flush fsyncs them before the records naming them.
         writer = ManifestWriter(out_dir, sync_files=True)
         await writer.__aenter__()
         try:
             removed = await anyio.to_thread.run_sync(cleanup_temp_files, out_dir)
             if removed:
                 logger.info("removed %d temp file(s) left by an interrupted run", removed)
-            self._state = await anyio.to_thread.run_sync(load_manifest, out_dir)
+            state = await anyio.to_thread.run_sync(load_manifest, out_dir)
         except BaseException:
             await writer.__aexit__(None, None, None)
             raise
         self._writer = writer
-        images = ImageWriter()
-        await images.__aenter__()
-        self._images = self._runner.image_writer = images
-        if self._state.corrupt_lines:
-            logger.warning(
-                "ignored %d torn or invalid manifest line(s)", self._state.corrupt_lines
-            )
+        self._admission.state = state
+        if state.corrupt_lines:
+            logger.warning("ignored %d torn or invalid manifest line(s)", state.corrupt_lines)
         # A crash can leave images renamed into place whose records were not yet flushed:
         # on a resumed folder, such images are adopted instead of being paid for again.
         self._adopt = resuming
@@ -198,13 +173,9 @@ class Batch:
         return None
 
     async def _close_out_dir(self) -> None:
-        # Every item task has ended: no image write is pending.
-        images, self._images = self._images, None
-        if images is not None:
-            self._runner.image_writer = None
-            await images.__aexit__(None, None, None)
-        # The writer shields its own final flush; its task group must be exited from the
-        # scope it was entered in, so no extra scope around it.
+        # Every item task has ended: no image write is pending. The writer shields its own
+        # final flush; its task group must be exited from the scope it was entered in, so
+        # no extra scope around it.
         writer, self._writer = self._writer, None
         if writer is not None:
             try:
@@ -255,7 +226,7 @@ class Batch:
     async def run_all(self, jobs: JobSource) -> BatchStats:
         """Run to completion, discarding outcomes (they are in the manifest); return stats."""
         async with self.run(jobs) as outcomes:
-            while await drain(outcomes):
+            async for _ in outcomes:
                 pass
         return self.stats
 
@@ -303,45 +274,14 @@ class Batch:
                     await self._bad_line(exc, entry, out)
                     continue
                 for item in items:
-                    if not self._admit(item):
+                    if not self._admission.admit(item):
                         continue
-                    if self._over_budget(item):
+                    if not self._budget.reserve(item):
                         self.stop("budget")
                         break
-                    await _send(work, item)
+                    await work.send(item)
                 if self._stopping.is_set():
                     break
-
-    def _admit(self, item: WorkItem) -> bool:
-        """Dedupe, shard and resume filters; counts what it drops."""
-        key = item.key
-        if not self._seen.add(key):
-            self.stats.duplicates += 1
-            logger.warning("duplicate key %r (line %s): generated once", key, item.job.line)
-            return False
-        if self.shard is not None and shard_of(key, self.shard[1]) != self.shard[0]:
-            self.stats.other_shard += 1
-            return False
-        if self._state is not None and not should_send(
-            self._state, key, retry_failed=self.retry_failed
-        ):
-            self.stats.skipped += 1
-            return False
-        return True
-
-    def _over_budget(self, item: WorkItem) -> bool:
-        if self.max_cost is None:
-            return False
-        projected = self.prices.projected_cost(
-            item.model,
-            image_size=item.image_size,
-            prompt_chars=len(item.job.prompt),
-            n_reference_images=len(item.job.images),
-        ) or 0.0
-        if self.stats.cost + self._inflight_projection + projected > self.max_cost:
-            return True
-        self._inflight_projection += projected
-        return False
 
     async def _bad_line(
         self, error: InputError, job: Job | None, out: MemoryObjectSendStream[Outcome]
@@ -349,13 +289,7 @@ class Batch:
         key = (
             (job.id if job is not None else None) or error.item_id or f"line-{error.line}"
         )
-        if not self._seen.add(key):
-            return
-        if self.shard is not None and shard_of(key, self.shard[1]) != self.shard[0]:
-            self.stats.other_shard += 1
-            return
-        if self._state is not None and not should_send(self._state, key, retry_failed=True):
-            self.stats.skipped += 1
+        if not self._admission.admit_bad_line(key):
             return
         outcome = Failed(key=key, job=job, reason=str(error), error=error,
                          error_type="InputError")
@@ -375,20 +309,7 @@ class Batch:
         self, work: MemoryObjectReceiveStream[WorkItem], out: MemoryObjectSendStream[Outcome]
     ) -> None:
         async with work, out:
-            while True:
-                try:
-                    item = work.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        item = await work.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
-                # No checkpoint per item (anyio's receive() yields to the loop every time):
-                # an item suspends on its request or its files anyway, and one that fails
-                # before any I/O is followed, at most a stream buffer later, by a receive()
-                # that waits.
+            async for item in work:
                 await self._process(item, out)
 
     async def _process(self, item: WorkItem, out: MemoryObjectSendStream[Outcome]) -> None:
@@ -405,16 +326,7 @@ class Batch:
         try:
             await self._record(outcome, record, out)
         finally:
-            self._release_projection(item)
-
-    def _release_projection(self, item: WorkItem) -> None:
-        if self.max_cost is None:
-            return
-        projected = self.prices.projected_cost(
-            item.model, image_size=item.image_size, prompt_chars=len(item.job.prompt),
-            n_reference_images=len(item.job.images),
-        ) or 0.0
-        self._inflight_projection = max(0.0, self._inflight_projection - projected)
+            self._budget.release(item)
 
     async def _record(
         self, outcome: Outcome, record: ManifestRecord, out: MemoryObjectSendStream[Outcome]
@@ -430,46 +342,18 @@ class Batch:
             outcome.status, attempts=outcome.attempts, maybe_billed=outcome.maybe_billed,
             latency=outcome.latency, cost=outcome.cost, images=n_images, key=outcome.key,
         )
-        await _send(out, outcome)
+        await out.send(outcome)
 
 
 async def drain(stream: MemoryObjectReceiveStream[T]) -> list[T]:
-    """Every item ``stream`` holds now, waiting for one if it holds none; [] at its end.
+    """The next item of ``stream`` as a one-item list, ``[]`` at its end.
 
-    Iterating the stream yields to the event loop before each item (anyio's checkpoint);
-    a consumer of thousands of outcomes a second takes what is there in one go instead.
+    For ``while received := await drain(outcomes): ...``; ``async for`` does the same.
     """
-    items: list[T] = []
     try:
-        while True:
-            items.append(stream.receive_nowait())
-    except anyio.WouldBlock:
-        if not items:
-            try:
-                items.append(await stream.receive())
-            except anyio.EndOfStream:
-                pass
+        return [await stream.receive()]
     except anyio.EndOfStream:
-        pass
-    return items
-
-
-async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
-    """``stream.send(item)``, without its checkpoint when there is room.
-
-    ``send`` always yields to the event loop first (anyio's checkpoint); twice per item
-    (work in, outcome out), that was a loop round trip each. Waits only when the buffer is
-    full, like ``send``.
-    """
-    try:
-        stream.send_nowait(item)
-    except anyio.WouldBlock:
-        await stream.send(item)
-    except anyio.BrokenResourceError:
-        # The receivers are gone. When that is because the run is being cancelled, raise
-        # the cancellation (what ``send``'s checkpoint would have raised), not this.
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        raise
+        return []
 
 
 def _hash_images(images: tuple[str | bytes, ...]) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,6 @@ from .._exceptions import (
     QuotaExhaustedError,
 )
 from .._files import extension_for, image_file_name, write_atomic
-from .._image_writer import ImageWriter
 from .._request import build_request, image_part
 from .._result import GenerateResult
 from ._job import WorkItem
@@ -41,22 +39,9 @@ _FATAL: tuple[type[CometgenError], ...] = (
 _ADOPTABLE = ("image/jpeg", "image/png")
 
 
-_second: int | None = None
-_second_text = ""
-
-
 def now_iso() -> str:
-    """``datetime.now(UTC).isoformat(timespec="milliseconds")``, at a third of the cost.
-
-    Twice per item: the date and time part is formatted once per second and reused.
-    """
-    global _second, _second_text
-    now = time.time()
-    second = int(now)
-    if second != _second:
-        when = datetime.datetime.fromtimestamp(second, datetime.UTC)
-        _second, _second_text = second, when.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_second_text}.{int((now - second) * 1000):03d}+00:00"
+    """The current time, ISO 8601 UTC with milliseconds (``...T03:04:05.678+00:00``)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class ItemRunner:
@@ -74,15 +59,10 @@ class ItemRunner:
     ) -> None:
         self.client = client
         self.out_dir = out_dir
-        # The folder with a trailing separator: a name is appended to it per image, which is
-        # cheaper than os.path.join (names never contain a separator).
-        self._out_prefix = os.path.join(os.fspath(out_dir), "") if out_dir is not None else ""
         self.prices = prices
         self.include_text = include_text
         self.job_timeout = job_timeout
         self._stop = stop
-        #: Set by ``Batch`` while its output folder is open.
-        self.image_writer: ImageWriter | None = None
 
     async def generate(
         self, item: WorkItem, started_at: str, t0: float
@@ -102,8 +82,6 @@ class ItemRunner:
         job = item.job
         cost = self.prices.cost_from_usage(item.model, result.response.usage_metadata)
         status = result.outcome
-        # Outcome and record are built field by field (no shared kwargs dicts): this runs
-        # for every item, thousands of times a second.
         record = ManifestRecord(
             key=item.key, id=job.id, status=status, model=item.model, prompt=job.prompt,
             index=item.index, line=job.line, started_at=started_at, metadata=job.metadata,
@@ -238,15 +216,10 @@ class ItemRunner:
             if many:
                 suffix = item.index if len(result.images) == 1 else item.index * 100 + i
             name = image_file_name(item.key, item.job.id, suffix, extension_for(image.mime_type))
-            # No fsync here: the manifest writer (sync_files=True) syncs the images of a
-            # whole flush at once, before their records; temp + rename still means a
+            # No fsync here (group commit): the manifest writer fsyncs the files its
+            # records name before it writes those records; temp + rename still means a
             # final name never holds a partial image after kill -9.
-            path = self._out_prefix + name
-            sha = await (
-                self.image_writer.write(path, image.data)
-                if self.image_writer is not None
-                else write_atomic(path, image.data, fsync=False, synced_later=True)
-            )
+            sha = await write_atomic(self.out_dir / name, image.data, fsync=False)
             files.append(FileRecord(path=name, sha256=sha, mime_type=image.mime_type,
                                     bytes=len(image.data)))
         return files

@@ -19,7 +19,7 @@ from typing import Final, Literal
 import msgspec
 
 from .._exceptions import ConfigError, MergeConflictError
-from .._files import removed_on_error, temp_name_for, write_atomic_sync
+from .._files import atomic_write, fsync_dir, write_atomic_sync
 from ._manifest import MANIFEST_NAME, STATUS_DONE, STATUS_FAILED
 from ._metadata import write_metadata_jsonl
 
@@ -187,6 +187,8 @@ def merge_outputs(
                        link, report)
         records.append(rec.raw)
     report.counts = counts
+    for directory in made_dirs:  # the links and copies made there, before the manifest
+        fsync_dir(directory)
     write_atomic_sync(os.path.join(out, MANIFEST_NAME), b"".join(records))
     report.metadata_lines = write_metadata_jsonl(out)
     return report
@@ -202,18 +204,24 @@ def _place(src: str, out: str, rel: str, made_dirs: set[str], link: bool,
     if directory not in made_dirs:
         os.makedirs(directory, exist_ok=True)
         made_dirs.add(directory)
-    tmp = os.path.join(directory, temp_name_for(os.path.basename(dst)))
-    with removed_on_error(tmp):
-        if link:
-            try:
-                os.link(src, tmp)
-            except OSError:
-                link = False
-            else:
-                report.linked += 1
-        if not link:
-            shutil.copyfile(src, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            report.copied += 1
-        os.replace(tmp, dst)  # the final name appears complete or not at all
+    if link:
+        try:
+            _link_into_place(src, dst)
+        except OSError:
+            pass
+        else:
+            report.linked += 1
+            return
+    with open(src, "rb") as source, atomic_write(dst) as copy:
+        shutil.copyfileobj(source, copy)
+    report.copied += 1
+
+
+def _link_into_place(src: str, dst: str) -> None:
+    """Hard-link ``src`` as ``dst``; a link appears complete or not at all, so no temp file
+    is needed. A leftover from an interrupted merge (no manifest yet names it) is replaced."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        os.unlink(dst)
+        os.link(src, dst)

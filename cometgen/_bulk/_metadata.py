@@ -9,8 +9,7 @@ from typing import Any, Final
 import msgspec
 from msgspec import Struct
 
-from .._files import fsync_dir, removed_on_error, temp_name_for
-from ._keyset import KeySet
+from .._files import atomic_write
 from ._manifest import MANIFEST_NAME, METADATA_NAME, STATUS_DONE, _lite_decoder
 
 __all__ = ["write_metadata_jsonl"]
@@ -48,8 +47,8 @@ def write_metadata_jsonl(
     relative to OUTDIR. A dict ``metadata`` is flattened one level into columns (a key
     clashing with a fixed column becomes ``metadata_<key>``); any other non-null value
     becomes a ``metadata`` column. Files that are missing, or whose path is not a plain
-    relative path, are skipped. Streams the manifest twice; memory is ~14 bytes per key (a
-    digest), plus the keys that have more than one record. The file
+    relative path, are skipped. Streams the manifest twice; memory is a set of the keys, plus
+    the line numbers of keys that have more than one record. The file
     is replaced atomically. Blocking: from async code run it in a worker thread.
     Returns the number of lines written.
     """
@@ -60,25 +59,18 @@ def write_metadata_jsonl(
         source = os.fspath(manifest_path)
     repeated, total = _repeated_keys(source)
 
-    final = os.path.join(root, METADATA_NAME)
-    tmp = os.path.join(root, temp_name_for(METADATA_NAME))
     written = 0
-    with removed_on_error(tmp):
-        with open(tmp, "xb", buffering=1 << 20) as out:
-            if total:
-                written = _write_rows(source, total, repeated, root, out.write)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, final)
-    fsync_dir(root)
+    with atomic_write(os.path.join(root, METADATA_NAME)) as out:
+        if total:
+            written = _write_rows(source, total, repeated, root, out.write)
     return written
 
 
 def _repeated_keys(source: str) -> tuple[dict[str, int], int]:
     """Pass 1: for keys with several records, the line of the last one (negated, ``~n``, if
     it is not done); and the number of lines. A key with one record needs no entry: its
-    record wins if done, so at 1M keys this keeps digests, not a dict of every key."""
-    seen = KeySet()
+    record wins if done, so this keeps a set of keys, not a dict of every record."""
+    seen: set[str] = set()
     repeated: dict[str, int] = {}
     total = 0
     if not os.path.exists(source):
@@ -90,7 +82,9 @@ def _repeated_keys(source: str) -> tuple[dict[str, int], int]:
                 rec = decode(line)
             except msgspec.DecodeError:
                 continue
-            if not seen.add(rec.key):  # a second (or later) record of this key
+            if rec.key not in seen:
+                seen.add(rec.key)
+            else:  # a second (or later) record of this key
                 repeated[rec.key] = total - 1 if rec.status == STATUS_DONE else ~(total - 1)
     return repeated, total
 

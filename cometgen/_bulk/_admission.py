@@ -1,0 +1,95 @@
+"""Which work items a ``Batch`` sends: dedupe, shard and resume filters, and the budget."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from ._job import WorkItem
+from ._manifest import ManifestState, should_send
+from ._pricing import PriceTable
+from ._stats import BatchStats
+
+__all__ = ["Admission", "Budget", "shard_of"]
+
+logger = logging.getLogger("cometgen")
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard (0-based) an item key belongs to, stable across machines and runs."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % count
+
+
+class Admission:
+    """Filters keys: seen before in this run, another shard's, or already finished."""
+
+    def __init__(
+        self,
+        stats: BatchStats,
+        *,
+        shard: tuple[int, int] | None,
+        retry_failed: bool,
+    ) -> None:
+        self.stats = stats
+        self.shard = shard
+        self.retry_failed = retry_failed
+        #: The manifest read at start (set by ``Batch`` when it has an output folder).
+        self.state: ManifestState | None = None
+        self._seen: set[str] = set()
+
+    def admit(self, item: WorkItem) -> bool:
+        """Whether to send ``item``; counts what it drops."""
+        if item.key in self._seen:
+            self.stats.duplicates += 1
+            logger.warning("duplicate key %r (line %s): generated once", item.key, item.job.line)
+            return False
+        return self._first_seen(item.key, retry_failed=self.retry_failed)
+
+    def admit_bad_line(self, key: str) -> bool:
+        """Whether to record a line that could not be read as failed (silent on duplicates)."""
+        return key not in self._seen and self._first_seen(key, retry_failed=True)
+
+    def _first_seen(self, key: str, *, retry_failed: bool) -> bool:
+        self._seen.add(key)
+        if self.shard is not None and shard_of(key, self.shard[1]) != self.shard[0]:
+            self.stats.other_shard += 1
+            return False
+        if self.state is not None and not should_send(
+            self.state, key, retry_failed=retry_failed
+        ):
+            self.stats.skipped += 1
+            return False
+        return True
+
+
+class Budget:
+    """``max_cost``: the spent cost plus the projected cost of the items in flight."""
+
+    def __init__(self, stats: BatchStats, prices: PriceTable, max_cost: float | None) -> None:
+        self.stats = stats
+        self.prices = prices
+        self.max_cost = max_cost
+        self._in_flight = 0.0
+
+    def _projected(self, item: WorkItem) -> float:
+        return self.prices.projected_cost(
+            item.model,
+            image_size=item.image_size,
+            prompt_chars=len(item.job.prompt),
+            n_reference_images=len(item.job.images),
+        ) or 0.0
+
+    def reserve(self, item: WorkItem) -> bool:
+        """Reserve ``item``'s projected cost; False (nothing reserved) if over budget."""
+        if self.max_cost is None:
+            return True
+        projected = self._projected(item)
+        if self.stats.cost + self._in_flight + projected > self.max_cost:
+            return False
+        self._in_flight += projected
+        return True
+
+    def release(self, item: WorkItem) -> None:
+        """Release the reservation, once the item's real cost is counted in the stats."""
+        if self.max_cost is not None:
+            self._in_flight = max(0.0, self._in_flight - self._projected(item))
