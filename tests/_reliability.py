@@ -174,6 +174,12 @@ class TortureReport:
     billed_total: int = 0
     #: Keys billed more than once (in flight at a kill): allowed, reported.
     billed_twice: list[str] = field(default_factory=list)
+    #: Per kill: keys the dead run paid for that it left neither recorded in the manifest
+    #: nor as a complete image to adopt (in flight, or answered but not yet flushed). Only
+    #: these may be paid for again.
+    exposed_per_kill: list[int] = field(default_factory=list)
+    #: Keys billed more often than 1 + the kills that left them exposed: must stay empty.
+    unexplained_billing: list[str] = field(default_factory=list)
     #: Keys sent again although done in the manifest before the run: must stay empty.
     resent_done: list[str] = field(default_factory=list)
     #: Keys sent again although their image was on disk before the run: must stay empty.
@@ -189,12 +195,12 @@ class TortureReport:
     @property
     def ok(self) -> bool:
         return not (self.problems or self.resent_done or self.resent_on_disk
-                    or self.partial_images or self.stray_files)
+                    or self.partial_images or self.stray_files or self.unexplained_billing)
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
         for name in ("billed_twice", "resent_done", "resent_on_disk", "partial_images",
-                     "stray_files", "problems"):
+                     "stray_files", "unexplained_billing", "problems"):
             d[name] = len(d[name]) if name != "problems" else d[name][:20]
         d["lost"] = sum("lost:" in p for p in self.problems)
         d["duplicates"] = sum("recorded done twice" in p for p in self.problems)
@@ -231,6 +237,7 @@ def crash_torture(
     out = workdir / "out"
     expected, prompts = torture_input(src, items)
     report = TortureReport(items=items)
+    exposures: Counter[str] = Counter()
     started = time.monotonic()
     with MockServer(latency=latency, seed=seed).run_in_thread() as server:
         args = cometgen_cmd("run", str(src), "-o", str(out), "--concurrency", str(concurrency),
@@ -252,6 +259,10 @@ def crash_torture(
                 report.kills += 1
                 proc.stderr.close()  # type: ignore[union-attr]
                 time.sleep(latency * 3 + 0.05)  # let the mock finish the dead run's requests
+                exposed = _exposed_keys(out, prompts, billed_before,
+                                        server.stats.billed_by_prompt)
+                exposures.update(exposed)
+                report.exposed_per_kill.append(len(exposed))
             else:
                 try:
                     _, stderr = proc.communicate(timeout=run_timeout)
@@ -280,6 +291,10 @@ def crash_torture(
         report.billed_twice = sorted(
             k for k, p in prompts.items() if server.stats.billed_by_prompt.get(p, 0) > 1
         )
+        report.unexplained_billing = sorted(
+            k for k, p in prompts.items()
+            if server.stats.billed_by_prompt.get(p, 0) > 1 + exposures[k]
+        )
     view = read_manifest(out)
     report.corrupt_lines = view.corrupt
     report.adopted = sum(1 for r in view.records if "adopted" in str(r.get("reason", "")))
@@ -288,6 +303,19 @@ def crash_torture(
         report.problems.append(f"{view.corrupt} corrupt manifest lines for {report.kills} kills")
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def _exposed_keys(
+    out: Path, prompts: dict[str, str], before: dict[str, int], after: dict[str, int]
+) -> set[str]:
+    """Keys a killed run was billed for that it left neither in the manifest nor as a
+    complete image on disk: what the next run may send (and pay for) again."""
+    settled = set(read_manifest(out).latest)
+    settled |= {p.stem for p in scan_out_dir(out)[0] if is_complete_image(p.read_bytes())}
+    return {
+        k for k, p in prompts.items()
+        if after.get(p, 0) > before.get(p, 0) and k not in settled
+    }
 
 
 def _kill_at_random_moment(

@@ -226,3 +226,36 @@ def test_now_iso_matches_datetime() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", text)
     parsed = datetime.datetime.fromisoformat(text)
     assert before - datetime.timedelta(milliseconds=1) <= parsed <= after
+
+
+def _peak_in_flight(log: list[object], latency: float) -> int:
+    """Most requests the mock held at once: each took at least ``latency`` up to its
+    logged end time, so [end - latency, end] lies inside its real span (never overcounts)."""
+    ends = sorted(r.t for r in log)  # type: ignore[attr-defined]
+    return max(sum(1 for e in ends if e - latency <= t <= e) for t in ends)
+
+
+async def test_batch_runs_at_the_clients_limits_unless_given_its_own() -> None:
+    # Issue 15: Batch(client) used to replace a client's Limits(concurrency=64) with 16.
+    latency = 0.3
+    async with MockServer(latency=latency) as server, cometgen.AsyncClient(
+        api_key="k", base_url=server.url, retry=FAST, limits=cometgen.Limits(concurrency=40)
+    ) as client:
+        async with cometgen.Batch(client) as batch:
+            await batch.run_all([cometgen.Job(prompt=f"a{i}") for i in range(40)])
+        client_peak = _peak_in_flight(list(server.stats.log), latency)
+        server.stats.log.clear()
+        async with cometgen.Batch(client, concurrency=5) as batch:
+            await batch.run_all([cometgen.Job(prompt=f"b{i}") for i in range(20)])
+        given_peak = _peak_in_flight(list(server.stats.log), latency)
+    assert client_peak > 16, client_peak
+    assert given_peak <= 5, given_peak
+    assert client.limits.concurrency == 40  # the caller's client is left as it was
+
+
+async def test_batch_limits_are_validated_by_limits() -> None:
+    async with MockServer() as server, client_for(server) as client:
+        with pytest.raises(cometgen.ConfigError, match="Limits.concurrency must be >= 1"):
+            cometgen.Batch(client, concurrency=0)
+        with pytest.raises(cometgen.ConfigError, match="Limits.rpm must be > 0"):
+            cometgen.Batch(client, rpm=-1)

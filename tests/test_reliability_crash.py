@@ -42,9 +42,12 @@ def test_kill_9_torture_loses_nothing_and_never_pays_for_done_twice(tmp_path: Pa
     assert report.partial_images == []  # never a half-written image under a final name
     assert report.stray_files == []
     assert report.corrupt_lines <= report.kills
-    # Billed twice: only requests in flight at a kill (at most `concurrency` per kill).
-    assert len(report.billed_twice) <= 24 * report.kills
-    assert report.billed_total <= report.items + 24 * report.kills
+    # Paid again: only what a kill left paid but neither recorded nor on disk, counted at
+    # each kill from the mock's bills and the folder (in flight or not yet flushed).
+    assert len(report.exposed_per_kill) == report.kills
+    assert report.unexplained_billing == []
+    assert report.billed_total <= report.items + sum(report.exposed_per_kill)
+    assert len(report.billed_twice) <= sum(report.exposed_per_kill)
 
 
 # --------------------------------------------------------------------------- full disks
