@@ -258,7 +258,7 @@ def crash_torture(
             if killed:
                 report.kills += 1
                 proc.stderr.close()  # type: ignore[union-attr]
-                time.sleep(latency * 3 + 0.05)  # let the mock finish the dead run's requests
+                _wait_until_quiet(server.stats, latency * 3 + 0.05)  # the dead run's requests
                 exposed = _exposed_keys(out, prompts, billed_before,
                                         server.stats.billed_by_prompt)
                 exposures.update(exposed)
@@ -303,6 +303,18 @@ def crash_torture(
         report.problems.append(f"{view.corrupt} corrupt manifest lines for {report.kills} kills")
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def _wait_until_quiet(stats: Any, quiet: float, limit: float = 10.0) -> None:
+    """Wait until the mock has answered nothing for ``quiet`` seconds: every request of a
+    killed run has then been answered (and billed), so none is counted in the next run."""
+    deadline = time.monotonic() + limit
+    seen = stats.requests
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        if stats.requests == seen:
+            return
+        seen = stats.requests
 
 
 def _exposed_keys(

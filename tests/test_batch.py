@@ -255,7 +255,7 @@ async def test_batch_runs_at_the_clients_limits_unless_given_its_own() -> None:
 
 async def test_batch_limits_are_validated_by_limits() -> None:
     async with MockServer() as server, client_for(server) as client:
-        with pytest.raises(cometgen.ConfigError, match="Limits.concurrency must be >= 1"):
+        with pytest.raises(cometgen.ConfigError, match=r"Limits\.concurrency must be >= 1"):
             cometgen.Batch(client, concurrency=0)
-        with pytest.raises(cometgen.ConfigError, match="Limits.rpm must be > 0"):
+        with pytest.raises(cometgen.ConfigError, match=r"Limits\.rpm must be > 0"):
             cometgen.Batch(client, rpm=-1)
