@@ -143,9 +143,8 @@ class ItemRunner:
     ) -> tuple[Outcome, ManifestRecord] | None:
         """An image already on disk under this item's final name, from an interrupted run."""
         assert self.out_dir is not None
-        suffix = item.index if item.job.n > 1 else None
         for mime in _ADOPTABLE:
-            name = image_file_name(item.key, item.job.id, suffix, extension_for(mime))
+            name = _file_name(item, mime)
             path = self.out_dir / name
             if not path.is_file():  # a stat: cheap enough to do on the loop
                 continue
@@ -210,12 +209,8 @@ class ItemRunner:
         if self.out_dir is None:
             return []
         files: list[FileRecord] = []
-        many = item.job.n > 1 or len(result.images) > 1
         for i, image in enumerate(result.images):
-            suffix: int | None = None
-            if many:
-                suffix = item.index if len(result.images) == 1 else item.index * 100 + i
-            name = image_file_name(item.key, item.job.id, suffix, extension_for(image.mime_type))
+            name = _file_name(item, image.mime_type, i, len(result.images))
             # No fsync here (group commit): the manifest writer fsyncs the files its
             # records name before it writes those records; temp + rename still means a
             # final name never holds a partial image after kill -9.
@@ -223,6 +218,14 @@ class ItemRunner:
             files.append(FileRecord(path=name, sha256=sha, mime_type=image.mime_type,
                                     bytes=len(image.data)))
         return files
+
+
+def _file_name(item: WorkItem, mime_type: str, i: int = 0, count: int = 1) -> str:
+    """The name (relative to OUTDIR) of image ``i`` of the ``count`` an item got back."""
+    suffix: int | None = None
+    if item.job.n > 1 or count > 1:
+        suffix = item.index if count == 1 else item.index * 100 + i
+    return image_file_name(item.key, item.job.id, suffix, extension_for(mime_type))
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
