@@ -374,9 +374,9 @@ class AsyncClient:
                 transport = self._shared.transport
                 if transport.pacer.is_large(len(raw.body)):
                     async with transport.pacer.decoding():
-                        response = wire.decode_owned_response(raw.body)
+                        response = wire.decode_response(raw.body)
                 else:
-                    response = wire.decode_owned_response(raw.body)
+                    response = wire.decode_response(raw.body)
             finally:
                 raw = None  # type: ignore[assignment]  # drop the body buffer early
             slot.succeeded()

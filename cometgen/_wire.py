@@ -16,7 +16,6 @@ from msgspec import Struct
 
 from ._base64 import b64decode_tolerant
 from ._exceptions import DecodeError
-from ._spans import MIN_BODY, PLACEHOLDER_SIZE, PLACEHOLDER_TOKEN_SIZE, cut_long_strings
 from ._wire_errors import ErrorInfo, parse_duration, parse_error_body
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
     "ThinkingConfig",
     "Tool",
     "UsageMetadata",
-    "decode_owned_response",
     "decode_request",
     "decode_response",
     "encode_request",
@@ -246,162 +244,31 @@ class GenerateContentResponse(_Wire):
         return "".join(texts) if texts else None
 
 
-# --- fallback models: inline data kept as text, for non-standard base64 ------------------------
-
-
-class _InlineDataText(_Wire):
-    mime_type: str = ""
-    data: str = ""
-
-
-class _PartText(_Wire):
-    text: str | None = None
-    inline_data: _InlineDataText | None = None
-    file_data: FileData | None = None
-    thought: bool | None = None
-    thought_signature: msgspec.Raw = NO_SIGNATURE
-
-
-class _ContentText(_Wire):
-    role: str | None = None
-    parts: list[_PartText] = []
-
-
-class _CandidateText(_Wire):
-    content: _ContentText | None = None
-    finish_reason: str | None = None
-    finish_message: str | None = None
-    index: int | None = None
-    safety_ratings: list[SafetyRating] | None = None
-    grounding_metadata: dict[str, Any] | None = None
-
-
-class _GenerateContentResponseText(_Wire):
-    candidates: list[_CandidateText] = []
-    prompt_feedback: PromptFeedback | None = None
-    usage_metadata: UsageMetadata | None = None
-    model_version: str | None = None
-    response_id: str | None = None
-
-
 _ENCODER = msgspec.json.Encoder()
 _RESPONSE_DECODER = msgspec.json.Decoder(GenerateContentResponse)
-_RESPONSE_TEXT_DECODER = msgspec.json.Decoder(_GenerateContentResponseText)
 _ANY_DECODER = msgspec.json.Decoder()
 _STR_DECODER = msgspec.json.Decoder(str)
-
-_T = TypeVar("_T", bound=Struct)
-
-
-def _copy_as(cls: type[_T], src: Struct, **overrides: Any) -> _T:
-    """Build ``cls`` from the same-named fields of ``src`` (a fallback twin), plus overrides."""
-    values = {name: getattr(src, name) for name in cls.__struct_fields__}
-    values.update(overrides)
-    return cls(**values)
-
-
-def _content_from_text(content: _ContentText, path: str) -> Content:
-    parts: list[Part] = []
-    for i, part in enumerate(content.parts):
-        inline = None
-        if part.inline_data is not None:
-            try:
-                data = b64decode_tolerant(part.inline_data.data)
-            except ValueError as exc:
-                raise DecodeError(f"{exc} - at `{path}.parts[{i}].inlineData.data`") from None
-            inline = InlineData(mime_type=part.inline_data.mime_type, data=data)
-        parts.append(_copy_as(Part, part, inline_data=inline))
-    return Content(role=content.role, parts=parts)
-
-
-def _response_from_text(resp: _GenerateContentResponseText) -> GenerateContentResponse:
-    candidates = [
-        _copy_as(
-            Candidate,
-            cand,
-            content=None
-            if cand.content is None
-            else _content_from_text(cand.content, f"$.candidates[{i}].content"),
-        )
-        for i, cand in enumerate(resp.candidates)
-    ]
-    return _copy_as(GenerateContentResponse, resp, candidates=candidates)
-
-
-def _is_base64_error(exc: msgspec.ValidationError) -> bool:
-    return "base64" in str(exc)
-
-
-def _decode_cut(body: bytes | bytearray) -> GenerateContentResponse | None:
-    """Large bodies: msgspec decodes a skeleton, the long strings are put back (``_spans``).
-
-    ``None`` when there was nothing to cut or the skeleton does not decode: the whole body
-    is then decoded as usual, which reports the error or takes the tolerant fallback.
-    """
-    cut = cut_long_strings(body)
-    if cut is None:
-        return None
-    try:
-        resp = _RESPONSE_DECODER.decode(cut.skeleton)
-    except (msgspec.MsgspecError, RecursionError):
-        return None
-    for candidate in resp.candidates:
-        if candidate.content is None:
-            continue
-        for part in candidate.content.parts:
-            inline = part.inline_data
-            if inline is not None and len(inline.data) == PLACEHOLDER_SIZE:
-                inline.data = cut.data.get(inline.data, inline.data)
-            raw = part.thought_signature
-            if len(raw) == PLACEHOLDER_TOKEN_SIZE:
-                part.thought_signature = cut.signatures.get(bytes(raw), raw)
-    return resp
 
 
 def decode_response(body: bytes | bytearray | memoryview) -> GenerateContentResponse:
     """Decode a ``generateContent`` response body; raise ``DecodeError`` if it is not one.
 
-    Inline image data is decoded to bytes in the same pass. Non-standard base64 (URL-safe or
-    unpadded) is accepted through a slower fallback.
+    msgspec decodes the inline image data to bytes in the same pass (in C). Non-standard
+    base64 (URL-safe or unpadded) is accepted through a slower fallback. ``thoughtSignature``
+    stays a zero-copy view of ``body`` (see ``Part``).
     """
-    if type(body) is bytes and len(body) >= MIN_BODY:
-        fast = _decode_cut(body)
-        if fast is not None:
-            return fast
-    return _decode_whole(body)
-
-
-def decode_owned_response(body: bytes | bytearray) -> GenerateContentResponse:
-    """``decode_response`` for a buffer nobody else holds: a ``bytearray`` takes the fast path.
-
-    A ``thoughtSignature`` stays a view of the buffer, so a caller's bytearray that changed
-    later would change it; the client's own read buffer never does.
-    """
-    if len(body) >= MIN_BODY:
-        fast = _decode_cut(body)
-        if fast is not None:
-            return fast
-    return _decode_whole(body)
-
-
-def _decode_whole(body: bytes | bytearray | memoryview) -> GenerateContentResponse:
     try:
         return _RESPONSE_DECODER.decode(body)
     except msgspec.ValidationError as exc:
-        if not _is_base64_error(exc):
+        if "base64" not in str(exc):
             raise DecodeError(f"Unexpected generateContent response: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise DecodeError(f"Response body is not valid JSON: {exc}") from exc
     except RecursionError:
         # msgspec's depth guard, hit by deeply nested unknown fields: a hostile body.
         raise DecodeError("Response body is nested too deeply") from None
-    try:
-        text_resp = _RESPONSE_TEXT_DECODER.decode(body)
-    except msgspec.MsgspecError as exc:  # another error after the base64 one
-        raise DecodeError(f"Unexpected generateContent response: {exc}") from exc
-    except RecursionError:
-        raise DecodeError("Response body is nested too deeply") from None
-    return _response_from_text(text_resp)
+    # Rare: the generic tree, inline data pre-decoded by the tolerant decoder, then converted.
+    return _convert(body, GenerateContentResponse, "response")
 
 
 def encode_request(request: GenerateContentRequest) -> bytes:
@@ -409,7 +276,7 @@ def encode_request(request: GenerateContentRequest) -> bytes:
     return _ENCODER.encode(request)
 
 
-# --- request decoding (mock server, tests): accepts everything a protobuf JSON parser does ------
+# --- generic decoding: accepts everything a protobuf JSON parser does -------------------------
 
 
 def _camel(key: str) -> str:
@@ -419,27 +286,47 @@ def _camel(key: str) -> str:
     return head + "".join(w[:1].upper() + w[1:] for w in rest)
 
 
-def _normalize(node: Any, path: str, parent_key: str = "") -> Any:
-    """Camel-case every key and pre-decode ``inlineData.data`` (any base64 flavour) to bytes."""
+def _normalize(node: Any, path: str, what: str, camel: bool, parent_key: str = "") -> Any:
+    """Camel-case keys (if ``camel``), pre-decode ``inlineData.data`` (any base64 flavour)."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, value in node.items():
-            name = _camel(key)
+            name = _camel(key) if camel else key
             if parent_key == "inlineData" and name == "data" and isinstance(value, str):
                 try:
                     out[name] = b64decode_tolerant(value)
                 except ValueError as exc:
-                    raise DecodeError(
-                        f"Invalid generateContent request: {exc} - at `{path}.{name}`"
-                    ) from None
+                    raise DecodeError(f"{what}: {exc} - at `{path}.{name}`") from None
             elif name == "thoughtSignature" and isinstance(value, str):
                 out[name] = signature(value)
             else:
-                out[name] = _normalize(value, f"{path}.{name}", name)
+                out[name] = _normalize(value, f"{path}.{name}", what, camel, name)
         return out
     if isinstance(node, list):
-        return [_normalize(item, f"{path}[{i}]", parent_key) for i, item in enumerate(node)]
+        return [_normalize(v, f"{path}[{i}]", what, camel, parent_key) for i, v in enumerate(node)]
     return node
+
+
+_T = TypeVar("_T", bound=Struct)
+
+
+#: How a bad body is described, by what it should have been.
+_INVALID = {"request": "Invalid generateContent request",
+            "response": "Unexpected generateContent response"}
+
+
+def _convert(body: bytes | bytearray | memoryview, cls: type[_T], kind: str) -> _T:
+    """Decode to the generic tree, normalize it, convert to ``cls``; ``DecodeError`` if bad."""
+    what = _INVALID[kind]
+    try:
+        tree = _normalize(_ANY_DECODER.decode(body), "$", what, camel=kind == "request")
+        return msgspec.convert(tree, cls)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"{kind.capitalize()} body is not valid JSON: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"{what}: {exc}") from exc
+    except RecursionError:
+        raise DecodeError(f"{kind.capitalize()} body is nested too deeply") from None
 
 
 def decode_request(body: bytes | memoryview) -> GenerateContentRequest:
@@ -448,15 +335,4 @@ def decode_request(body: bytes | memoryview) -> GenerateContentRequest:
     Like Google's parser, accepts snake_case as well as camelCase field names and standard or
     URL-safe base64 with or without padding (the official SDK sends ``mime_type`` and URL-safe).
     """
-    try:
-        raw = _ANY_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"Request body is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise DecodeError("Request body is nested too deeply") from None
-    try:
-        return msgspec.convert(_normalize(raw, "$"), GenerateContentRequest)
-    except msgspec.ValidationError as exc:
-        raise DecodeError(f"Invalid generateContent request: {exc}") from exc
-    except RecursionError:
-        raise DecodeError("Request body is nested too deeply") from None
+    return _convert(body, GenerateContentRequest, "request")

@@ -111,7 +111,7 @@ async def test_owned_buffer_decodes_like_bytes() -> None:
     async with _serve(PRO, "length") as url:
         _, got = await _post(url)
     assert isinstance(got, bytearray)
-    from_buffer = _wire.decode_owned_response(got)
+    from_buffer = _wire.decode_response(got)
     from_bytes = _wire.decode_response(PRO)
     parts = from_buffer.candidates[0].content.parts  # type: ignore[union-attr]
     expected = from_bytes.candidates[0].content.parts  # type: ignore[union-attr]

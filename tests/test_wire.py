@@ -209,18 +209,6 @@ def test_invalid_base64_raises_decode_error_with_path(bad: str) -> None:
         decode_response(body)
 
 
-def test_fallback_twins_match_public_models() -> None:
-    pairs = [
-        (_wire.InlineData, _wire._InlineDataText),
-        (_wire.Part, _wire._PartText),
-        (_wire.Content, _wire._ContentText),
-        (_wire.Candidate, _wire._CandidateText),
-        (_wire.GenerateContentResponse, _wire._GenerateContentResponseText),
-    ]
-    for public, twin in pairs:
-        assert public.__struct_fields__ == twin.__struct_fields__, public
-
-
 def test_decoded_thought_signature() -> None:
     assert Part().decoded_thought_signature() is None
     assert Part(thought_signature="c2lnQQ==").decoded_thought_signature() == b"sigA"
