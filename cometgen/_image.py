@@ -61,7 +61,11 @@ class Image:
             raise ConfigError("cannot tell the image type from its bytes; pass mime_type=")
         self.data = data
         self.mime_type = mime
-        # Kept raw (zero-copy) until asked for: it can be ~3 MB and is rarely read.
+        if isinstance(thought_signature, msgspec.Raw):
+            # A decoded Raw is a view into the whole response body: a kept image would pin
+            # it (five images held 39 MB for 15 MB of pixels). Copy the token out; it is
+            # decoded to text only when asked for.
+            thought_signature = msgspec.Raw(bytes(thought_signature)) if thought_signature else None
         self._signature = thought_signature
 
     @property

@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from cometgen import _wire
 from cometgen._base64 import b64decode_tolerant
 from cometgen._exceptions import DecodeError
 from cometgen._wire import (

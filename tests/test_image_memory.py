@@ -1,0 +1,44 @@
+"""A kept ``Image`` holds its own bytes only, never the response body it came from."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import os
+import sys
+
+import msgspec
+
+from cometgen._result import GenerateResult
+from cometgen._wire import decode_response
+
+SIGNATURE = base64.b64encode(os.urandom(60_000)).decode()
+PIXELS = b"\x89PNG\r\n\x1a\n" + os.urandom(20_000)
+
+
+def _body() -> bytes:
+    return msgspec.json.encode({"candidates": [{"content": {"role": "model", "parts": [
+        {"text": "x" * 2_000_000},  # most of the body: what a pinned body would keep alive
+        {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(PIXELS).decode()},
+         "thoughtSignature": SIGNATURE},
+    ]}, "finishReason": "STOP"}]})
+
+
+def test_a_kept_image_releases_the_body() -> None:
+    body = _body()
+    result = GenerateResult.from_response(decode_response(body), model="m")
+    assert sys.getrefcount(body) > 2  # the response's thoughtSignature is a view of it
+    images = result.images
+    del result
+    gc.collect()
+    assert sys.getrefcount(body) == 2  # `body` and getrefcount's argument: nothing else
+    assert images[0].data == PIXELS
+    assert images[0].thought_signature == SIGNATURE
+
+
+def test_reusing_a_bytearray_body_does_not_change_the_image() -> None:
+    body = bytearray(_body())
+    [image] = GenerateResult.from_response(decode_response(body), model="m").images
+    body[:] = b" " * len(body)  # the transport's buffer, reused or freed
+    assert image.thought_signature == SIGNATURE
+    assert image.data == PIXELS
