@@ -18,6 +18,7 @@ from ._exceptions import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     CometgenError,
     ConfigError,
     ConnectError,
@@ -27,6 +28,7 @@ from ._exceptions import (
     GenerationError,
     ImageSafetyError,
     InputError,
+    LimiterBackendError,
     MergeConflictError,
     NoImageError,
     NotFoundError,
@@ -40,6 +42,7 @@ from ._exceptions import (
     ServerError,
     TimeoutException,
     TransportError,
+    WrongEventLoopError,
 )
 from ._image import Image
 from ._limits import Limiter, LimiterStats, RateLimiter, Slot
@@ -58,6 +61,7 @@ __all__ = [
     "Batch",
     "BatchStats",
     "Blocked",
+    "ClientClosedError",
     "CometgenError",
     "ConfigError",
     "ConnectError",
@@ -74,6 +78,7 @@ __all__ = [
     "InputError",
     "Job",
     "Limiter",
+    "LimiterBackendError",
     "LimiterStats",
     "Limits",
     "ManifestRecord",
@@ -100,6 +105,7 @@ __all__ = [
     "Timeouts",
     "TransportError",
     "Usage",
+    "WrongEventLoopError",
     "__version__",
     "generate",
     "iter_input",

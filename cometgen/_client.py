@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
@@ -34,6 +34,7 @@ from ._exceptions import (
     ReadTimeout,
     status_error_class,
 )
+from ._lifecycle import SharedState
 from ._limits import RateLimiter
 from ._models import DEFAULT_MODEL, normalize_model
 from ._redis_limits import RedisLimiter, derive_namespace
@@ -48,16 +49,6 @@ __all__ = ["AsyncClient"]
 logger = logging.getLogger("cometgen")
 
 _UNSET: Any = object()
-
-
-class _Shared:
-    """State shared by a client and its ``with_options`` copies: one connection pool."""
-
-    def __init__(self, transport: AiohttpTransport) -> None:
-        self.transport = transport
-        self.state: Literal["unopened", "opened", "closed"] = "unopened"
-        #: Shared (Redis) limiters made by this client and its copies, closed with it.
-        self.redis_limiters: list[RedisLimiter] = []
 
 
 class AsyncClient:
@@ -107,16 +98,14 @@ class AsyncClient:
             pool_timeout=self.timeouts.pool,
             total_timeout=self.timeouts.total,
         )
-        self._shared = _Shared(transport)
+        self._shared = SharedState(transport)
         self._limiter = self._make_limiter(self.limits)
         self._headers = self._build_headers()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncClient:
-        if self._shared.state == "closed":
-            raise RuntimeError("this AsyncClient is closed; create a new one")
-        self._shared.state = "opened"
+        self._shared.check()
         if isinstance(self._limiter, RedisLimiter):
             await self._limiter.open()  # fail fast when the shared-limits Redis is down
         return self
@@ -131,7 +120,7 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Close the connection pool (shielded from cancellation)."""
-        self._shared.state = "closed"
+        self._shared.closed = True
         for limiter in self._shared.redis_limiters:
             await limiter.aclose()
         await self._shared.transport.aclose()
@@ -329,6 +318,7 @@ class AsyncClient:
     async def _send_with_retries(
         self, model: str, body: bytes, *, timeout: float | None, images: int
     ) -> tuple[wire.GenerateContentResponse, int, bool]:
+        self._shared.check()
         state = RetryState()
         url = self._url(model)
         try:

@@ -2,6 +2,9 @@
 
     CometgenError
     ├── ConfigError (also ValueError)       bad option value given to cometgen
+    ├── LimiterBackendError                 the shared-limits backend (Redis) is down or failing
+    ├── ClientClosedError (also RuntimeError)   the client was used after aclose()
+    ├── WrongEventLoopError (also RuntimeError) the client was used from a second event loop
     ├── InputError (also ValueError)        bad input line: file, line, field
     ├── OutputLockedError                   another run is writing the same output folder
     ├── MergeConflictError                  merged output folders disagree about an item
@@ -38,6 +41,7 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "CometgenError",
     "ConfigError",
     "ConnectError",
@@ -47,6 +51,7 @@ __all__ = [
     "GenerationError",
     "ImageSafetyError",
     "InputError",
+    "LimiterBackendError",
     "MergeConflictError",
     "NoImageError",
     "NotFoundError",
@@ -60,6 +65,7 @@ __all__ = [
     "ServerError",
     "TimeoutException",
     "TransportError",
+    "WrongEventLoopError",
     "status_error_class",
 ]
 
@@ -85,6 +91,20 @@ class CometgenError(Exception):
 
 class ConfigError(CometgenError, ValueError):
     """An option given to cometgen has a bad value."""
+
+
+class LimiterBackendError(CometgenError):
+    """The shared-limits backend (Redis) is unreachable or failed; nothing was sent."""
+
+    delivery: Delivery = "not_sent"
+
+
+class ClientClosedError(CometgenError, RuntimeError):
+    """The client was used after ``aclose()`` (or after its ``async with`` block)."""
+
+
+class WrongEventLoopError(CometgenError, RuntimeError):
+    """The client was used from an event loop other than the one it first ran in."""
 
 
 class InputError(CometgenError, ValueError):

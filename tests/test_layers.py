@@ -20,7 +20,8 @@ LAYERS: list[tuple[tuple[str, ...], ...]] = [
     (("cometgen", "cometgen.__main__", "cometgen._cli"),),
     (("cometgen.testing",),),
     (("cometgen._bulk",),),
-    (("cometgen._client", "cometgen._chat", "cometgen._sync", "cometgen._request"),),
+    (("cometgen._client", "cometgen._chat", "cometgen._sync", "cometgen._request",
+      "cometgen._lifecycle"),),
     (
         ("cometgen._transport",),
         ("cometgen._limits", "cometgen._redis_limits", "cometgen._redis_scripts"),
