@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 
 from . import _wire as wire
+from ._call_errors import deadline_error, status_error
 from ._chat import AsyncChat
 from ._config import (
     DEFAULT_API_VERSION,
@@ -27,21 +28,18 @@ from ._config import (
     resolve_base_url,
 )
 from ._exceptions import (
-    APIStatusError,
     CometgenError,
     ConfigError,
     RateLimitError,
-    ReadTimeout,
-    status_error_class,
 )
 from ._lifecycle import SharedState
-from ._limits import RateLimiter
+from ._limits import RateLimiter, Slot
 from ._models import DEFAULT_MODEL, normalize_model
 from ._redis_limits import RedisLimiter, derive_namespace
 from ._request import ImageInput, build_request, image_part
 from ._result import GenerateResult, no_image_error
-from ._retry import RetryPolicy, RetryState, parse_retry_after
-from ._transport import AiohttpTransport, RawResponse
+from ._retry import RetryPolicy, RetryState
+from ._transport import AiohttpTransport
 from ._version import __version__
 
 __all__ = ["AsyncClient"]
@@ -326,7 +324,7 @@ class AsyncClient:
             with anyio.fail_after(timeout) if timeout is not None else nullcontext():
                 while True:
                     try:
-                        response = await self._attempt(url, body, images)
+                        response = await self._attempt(url, body, images, state)
                     except CometgenError as exc:
                         decision = state.failed(exc, self.retry)
                         if not decision.retry:
@@ -341,57 +339,45 @@ class AsyncClient:
                     state.succeeded()
                     return response, state.attempts, state.maybe_billed
         except TimeoutError:
-            # The deadline may have cut an attempt that was already sent.
-            attempts = state.attempts + 1
-            err = ReadTimeout(f"call deadline of {timeout}s exceeded after {attempts} attempt(s)")
-            err.attempts = attempts
-            err.maybe_billed = True
-            raise err from None
+            raise deadline_error(timeout, state) from None
 
-    async def _attempt(self, url: str, body: bytes, images: int) -> wire.GenerateContentResponse:
+    async def _attempt(
+        self, url: str, body: bytes, images: int, state: RetryState
+    ) -> wire.GenerateContentResponse:
         async with self._limiter.slot(images=images) as slot:
-            raw = await self._shared.transport.post(
-                url, self._headers, body, timeout=self.timeouts.total
-            )
-            if raw.status != 200:
-                error = _status_error(raw)
-                if isinstance(error, RateLimitError):
-                    slot.rate_limited(
-                        error.retry_delay if error.retry_delay is not None else error.retry_after
-                    )
-                raise error
+            state.in_flight = True
             try:
-                transport = self._shared.transport
-                if transport.pacer.is_large(len(raw.body)):
-                    async with transport.pacer.decoding():
-                        response = wire.decode_response(raw.body)
-                else:
-                    response = wire.decode_response(raw.body)
-            finally:
-                raw = None  # type: ignore[assignment]  # drop the body buffer early
-            slot.succeeded()
+                response = await self._exchange(url, body, slot)
+            except CometgenError:
+                state.in_flight = False
+                raise
+            # Not in a ``finally``: a deadline's cancellation must leave it True.
+            state.in_flight = False
             return response
 
-
-def _status_error(raw: RawResponse) -> APIStatusError:
-    info = wire.parse_error_body(raw.body, status_code=raw.status, reason_phrase=raw.reason)
-    request_id = (
-        raw.headers.get("x-request-id")
-        or raw.headers.get("x-goog-request-id")
-        or info.request_id
-    )
-    cls = status_error_class(raw.status, quota_id=info.quota_id, reason=info.reason)
-    return cls(
-        info.message,
-        status_code=raw.status,
-        status=info.status,
-        request_id=request_id,
-        retry_delay=info.retry_delay,
-        retry_after=parse_retry_after(raw.headers.get("Retry-After")),
-        quota_id=info.quota_id,
-        reason=info.reason,
-        body=info.body,
-    )
+    async def _exchange(self, url: str, body: bytes, slot: Slot) -> wire.GenerateContentResponse:
+        """One POST and its answer, decoded; the outcome is reported to the limiter slot."""
+        raw = await self._shared.transport.post(
+            url, self._headers, body, timeout=self.timeouts.total
+        )
+        if raw.status != 200:
+            error = status_error(raw)
+            if isinstance(error, RateLimitError):
+                slot.rate_limited(
+                    error.retry_delay if error.retry_delay is not None else error.retry_after
+                )
+            raise error
+        try:
+            transport = self._shared.transport
+            if transport.pacer.is_large(len(raw.body)):
+                async with transport.pacer.decoding():
+                    response = wire.decode_response(raw.body)
+            else:
+                response = wire.decode_response(raw.body)
+        finally:
+            raw = None  # type: ignore[assignment]  # drop the body buffer early
+        slot.succeeded()
+        return response
 
 
 def _paced(per_minute: float | None) -> float | None:

@@ -135,6 +135,9 @@ class RetryState:
     maybe_billed: bool = False
     #: Reasons of the retries taken so far, oldest first.
     history: list[str] = field(default_factory=list)
+    #: True while an attempt is being sent or answered (not while in backoff or waiting
+    #: for a limiter slot): a deadline firing then may cut a request that gets billed.
+    in_flight: bool = False
 
     def failed(
         self, error: BaseException, policy: RetryPolicy, *,
