@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from . import _wire as wire
 from ._exceptions import APIStatusError, ReadTimeout, status_error_class
 from ._retry import RetryState, parse_retry_after
@@ -10,13 +12,34 @@ from ._transport import RawResponse
 __all__ = ["deadline_error", "status_error"]
 
 
-def status_error(raw: RawResponse) -> APIStatusError:
-    info = wire.parse_error_body(raw.body, status_code=raw.status, reason_phrase=raw.reason)
-    request_id = (
-        raw.headers.get("x-request-id")
-        or raw.headers.get("x-goog-request-id")
-        or info.request_id
-    )
+#: What the client's own API key is replaced with in server-supplied text.
+REDACTED = "***"
+#: Shorter "keys" (tests, placeholders) are not real secrets, and replacing them everywhere
+#: would mangle the message.
+_MIN_REDACTED = 8
+
+
+def redact(data: bytes | bytearray, key: str) -> bytes | bytearray:
+    """``data`` with every occurrence of ``key`` (raw or JSON-escaped) replaced by ``***``."""
+    if len(key) < _MIN_REDACTED:
+        return data
+    for form in {key, key.replace("/", "\\/"), msgspec.json.encode(key).decode()[1:-1]}:
+        data = data.replace(form.encode(), REDACTED.encode())
+    return data
+
+
+def status_error(raw: RawResponse, key: str) -> APIStatusError:
+    """The exception for an HTTP error answer.
+
+    Gateways quote a wrong key back ("Incorrect API key provided: sk-..."): the client's
+    own ``key`` is redacted from the body, the reason phrase and the request id here, before
+    any of it reaches a message, a repr, ``exc.body``, a log or the manifest.
+    """
+    body = redact(raw.body, key)
+    reason = redact(raw.reason.encode(), key).decode()
+    info = wire.parse_error_body(body, status_code=raw.status, reason_phrase=reason)
+    header_id = raw.headers.get("x-request-id") or raw.headers.get("x-goog-request-id")
+    request_id = redact(header_id.encode(), key).decode() if header_id else info.request_id
     cls = status_error_class(raw.status, quota_id=info.quota_id, reason=info.reason)
     return cls(
         info.message,

@@ -361,7 +361,7 @@ class AsyncClient:
             url, self._headers, body, timeout=self.timeouts.total
         )
         if raw.status != 200:
-            error = status_error(raw)
+            error = status_error(raw, self._key.reveal())
             if isinstance(error, RateLimitError):
                 slot.rate_limited(
                     error.retry_delay if error.retry_delay is not None else error.retry_after

@@ -6,13 +6,17 @@ config), CLI at ``-vv`` and library at DEBUG logging.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio.from_thread
 import pytest
 from _reliability import KEY, clean_env, cometgen_cmd
+from aiohttp import web
 
 import cometgen
 from cometgen.testing import MockServer
@@ -130,3 +134,70 @@ def test_cli_at_debug_level_never_shows_the_key(tmp_path: Path) -> None:
     leaks = [o for o in outputs if SECRET in o]
     assert not leaks, [o[:300] for o in leaks]
     assert KEY not in "".join(outputs)
+
+
+# --- a gateway that quotes the key back -------------------------------------------------------
+
+
+def _echo_key_app() -> web.Application:
+    """Answers 401 quoting the caller's key, as OpenAI-style gateways do."""
+
+    async def handler(request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return web.json_response(
+            {"error": {"message": f"Incorrect API key provided: {key}. See your dashboard.",
+                       "type": "invalid_request_error", "code": "invalid_api_key",
+                       "param": key}},
+            status=401, reason=f"Bad key {key}", headers={"x-request-id": f"req-{key}"},
+        )
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _echo_key_server() -> AsyncIterator[str]:
+    runner = web.AppRunner(_echo_key_app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.anyio
+async def test_a_key_quoted_back_by_the_server_is_redacted() -> None:
+    async with _echo_key_server() as url, cometgen.AsyncClient(
+        api_key=SECRET, base_url=url
+    ) as client:
+        with pytest.raises(cometgen.AuthenticationError) as info:
+            await client.generate("x")
+    exc = info.value
+    assert "Incorrect API key provided: ***" in str(exc)
+    assert exc.request_id == "req-***"
+    assert exc.body["error"]["param"] == "***"
+    texts = [*_texts_of(exc), repr(exc.__dict__)]
+    assert not [t for t in texts if SECRET in t]
+
+
+def test_a_key_quoted_back_stays_out_of_the_manifest_and_stderr(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "prompt": "x"}\n')
+    with anyio.from_thread.start_blocking_portal() as portal:
+        cm = portal.wrap_async_context_manager(_echo_key_server())
+        with cm as url:
+            proc = subprocess.run(
+                cometgen_cmd("run", str(src), "-o", "out", "-vv", "--base-url", url,
+                             "--api-key", SECRET),
+                env=clean_env(), capture_output=True, text=True, timeout=120,
+                stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "Incorrect API key provided: ***" in proc.stderr
+    manifest = (tmp_path / "out" / "manifest.jsonl").read_text()
+    assert "Incorrect API key provided: ***" in manifest
+    for text in (proc.stdout, proc.stderr, manifest):
+        assert SECRET not in text
