@@ -94,9 +94,11 @@ class ConfigError(CometgenError, ValueError):
 
 
 class LimiterBackendError(CometgenError):
-    """The shared-limits backend (Redis) is unreachable or failed; nothing was sent."""
+    """The shared-limits backend (Redis) is unreachable or failed; nothing was sent.
 
-    delivery: Delivery = "not_sent"
+    Not retried by the client: mid-run outages already wait inside the limiter (fail
+    closed); what reaches the caller is a Redis that refuses the limiter's commands.
+    """
 
 
 class ClientClosedError(CometgenError, RuntimeError):

@@ -11,7 +11,8 @@ Every process (and host) using the same Redis and namespace shares one set of li
   process is granted anything before it (and pacing restarts after it).
 - Adaptive (AIMD) window: window, epoch and success count live in Redis too.
 
-Failure policy (fail closed): Redis unreachable when the limiter opens is a ``ConfigError``.
+Failure policy (fail closed): Redis unreachable when the limiter opens, or answering with an
+error mid-run, is a ``LimiterBackendError``.
 Mid-run, no slot is granted while Redis is down: every call is retried with exponential
 backoff (50 ms doubling to 2 s, with jitter) until Redis answers again; requests already
 granted carry on. Leases of in-flight requests are re-registered after an outage and each
@@ -22,82 +23,33 @@ not hand out a burst. Redis-py is imported lazily: ``pip install cometgen[redis]
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
-import math
 import os
 import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import anyio
 
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, LimiterBackendError
 from ._limits import LimiterStats, Slot
 from ._redis_scripts import SCRIPTS as _SCRIPTS
+from ._redis_support import US as _US
+from ._redis_support import RedisSlot as _RedisSlot
+from ._redis_support import derive_namespace, import_redis, interval_us, redact_url
 
 __all__ = ["RedisLimiter", "derive_namespace", "redact_url"]
 
 logger = logging.getLogger("cometgen")
-T = TypeVar("T")
 
-_US = 1_000_000
 _MAX_BACKOFF = 2.0
 _POLL_MAX = 0.05  # waiting for a free lease: poll at most this far apart (plus jitter)
 _LATE = 0.25  # a paced slot this late (seconds) gives up its place and takes a new one
 _FINISH_BUDGET = 5.0  # reporting an outcome never holds the caller longer than this
-def derive_namespace(api_key: str, base_url: str) -> str:
-    """The default namespace: a hash of the key and base URL (never the key itself)."""
-    digest = hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()
-    return f"k-{digest[:20]}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def _import_redis() -> Any:
-    try:
-        import redis.asyncio as aioredis
-    except ImportError:
-        raise ConfigError(
-            "shared limits need the redis package: pip install cometgen[redis]"
-        ) from None
-    return aioredis
-
-
-class _RedisSlot:
-    __slots__ = ("delay", "epoch", "outcome")
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.outcome: str | None = None
-        self.delay: float | None = None
-
-    def rate_limited(self, delay: float | None = None) -> None:
-        self.outcome = "rate_limited"
-        if delay is not None and math.isfinite(delay) and delay > 0:
-            self.delay = max(self.delay or 0.0, delay)
-
-    def succeeded(self) -> None:
-        if self.outcome is None:
-            self.outcome = "succeeded"
 
 
 class RedisLimiter:
@@ -132,12 +84,12 @@ class RedisLimiter:
             raise ConfigError(f"lease_ttl must be > 0, got {lease_ttl!r}")
         if not namespace:
             raise ConfigError("namespace must be a non-empty string")
-        self._aioredis = _import_redis()
+        self._aioredis = import_redis()
         self.url = url
         self.namespace = namespace
         self._concurrency = concurrency
-        self._rpm_us = _interval_us("rpm", rpm)
-        self._ipm_us = _interval_us("ipm", ipm)
+        self._rpm_us = interval_us("rpm", rpm)
+        self._ipm_us = interval_us("ipm", ipm)
         self._adaptive = adaptive
         self._min_window = min_window
         self._ttl = float(lease_ttl)
@@ -211,7 +163,7 @@ class RedisLimiter:
         return self._redis
 
     async def open(self) -> None:
-        """Check that Redis answers; a ``ConfigError`` if not."""
+        """Check that Redis answers; a ``LimiterBackendError`` if not."""
         client = self._client()
         if self._opened:
             return
@@ -219,7 +171,7 @@ class RedisLimiter:
             with anyio.fail_after(self._connect_timeout + 1.0):
                 await client.ping()
         except (TimeoutError, OSError, self._aioredis.RedisError) as exc:
-            raise ConfigError(
+            raise LimiterBackendError(
                 f"cannot reach the shared-limits Redis at {redact_url(self.url)}: "
                 f"{type(exc).__name__}: {exc}. Is it running? (Without Limits.shared / "
                 "--shared-limits the limits stay in this process.)"
@@ -261,7 +213,7 @@ class RedisLimiter:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
             except self._aioredis.RedisError as exc:
-                raise ConfigError(f"shared-limits Redis error: {exc}") from None
+                raise LimiterBackendError(f"shared-limits Redis error: {exc}") from None
             if self._down_since is not None:
                 logger.warning("shared-limits Redis is back after %.1fs",
                                time.monotonic() - self._down_since)
@@ -431,11 +383,3 @@ class RedisLimiter:
             if restore:
                 self._lost = False
 
-
-def _interval_us(name: str, per_minute: float | None) -> int | None:
-    if per_minute is None:
-        return None
-    if (isinstance(per_minute, bool) or not isinstance(per_minute, int | float)
-            or not math.isfinite(per_minute) or per_minute <= 0):
-        raise ConfigError(f"{name} must be a positive number or None, got {per_minute!r}")
-    return round(60 * _US / per_minute)

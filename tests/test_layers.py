@@ -24,7 +24,8 @@ LAYERS: list[tuple[tuple[str, ...], ...]] = [
       "cometgen._lifecycle", "cometgen._call_errors"),),
     (
         ("cometgen._transport",),
-        ("cometgen._limits", "cometgen._redis_limits", "cometgen._redis_scripts"),
+        ("cometgen._limits", "cometgen._redis_limits", "cometgen._redis_scripts",
+         "cometgen._redis_support"),
         ("cometgen._retry",),
     ),
     (("cometgen._result",),),

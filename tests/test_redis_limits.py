@@ -77,12 +77,32 @@ async def test_redis_down_at_open_is_a_clear_error() -> None:
     client = AsyncClient(api_key="k", base_url="http://127.0.0.1:9",
                          limits=Limits(shared=url))
     t0 = time.monotonic()
-    with pytest.raises(ConfigError, match="cannot reach the shared-limits Redis") as info:
+    with pytest.raises(cometgen.LimiterBackendError,
+                       match="cannot reach the shared-limits Redis") as info:
         async with client:
             pass
     assert time.monotonic() - t0 < 5
     assert "hunter2" not in str(info.value) and "***" in str(info.value)
+    assert not isinstance(info.value, ConfigError)  # a bad value is a ConfigError; this is not
     await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_redis_failing_mid_run_is_a_limiter_backend_error(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    limits = Limits(shared=redis_url, namespace=_ns(), concurrency=2)
+    async with MockServer() as server, AsyncClient(
+        api_key="k", base_url=server.url, limits=limits
+    ) as client:
+        assert (await client.generate("fine")).ok
+        # The leases key of another type: Redis answers the limiter's script with WRONGTYPE.
+        raw = aioredis.from_url(redis_url)
+        await raw.set(f"cometgen:{{{limits.namespace}}}:leases", "not a sorted set")
+        await raw.aclose()
+        with pytest.raises(cometgen.LimiterBackendError, match="shared-limits Redis error"):
+            await client.generate("now failing")
+    assert server.stats.requests == 1  # nothing was sent without a slot
 
 
 @pytest.mark.anyio
