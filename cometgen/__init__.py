@@ -44,6 +44,7 @@ from ._exceptions import (
     TransportError,
     WrongEventLoopError,
 )
+from ._hooks import RequestEvent, ResponseEvent
 from ._image import Image
 from ._limits import Limiter, LimiterStats, RateLimiter, Slot
 from ._redis_limits import RedisLimiter
@@ -98,6 +99,8 @@ __all__ = [
     "RateLimiter",
     "ReadTimeout",
     "RedisLimiter",
+    "RequestEvent",
+    "ResponseEvent",
     "RetryPolicy",
     "ServerError",
     "Slot",

@@ -17,7 +17,6 @@ from ._chat import AsyncChat
 from ._config import (
     DEFAULT_API_VERSION,
     DEFAULT_MAX_CONNECTIONS,
-    RATE_HEADROOM,
     AuthStyle,
     Limits,
     OnNoImage,
@@ -32,10 +31,11 @@ from ._exceptions import (
     ConfigError,
     RateLimitError,
 )
+from ._hooks import AttemptRecord, EventHooks, Hooks, RequestEvent, request_id_of
 from ._lifecycle import SharedState
-from ._limits import RateLimiter, Slot
+from ._limits import Limiter, Slot
 from ._models import DEFAULT_MODEL, normalize_model
-from ._redis_limits import RedisLimiter, derive_namespace
+from ._redis_limits import RedisLimiter
 from ._request import ImageInput, build_request, image_part
 from ._result import GenerateResult, no_image_error
 from ._retry import RetryPolicy, RetryState
@@ -69,6 +69,8 @@ class AsyncClient:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         on_no_image: OnNoImage = "raise",
         headers: Mapping[str, str] | None = None,
+        limiter: Limiter | None = None,
+        event_hooks: EventHooks | None = None,
         _clock: Callable[[], float] = time.monotonic,
         _sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -90,6 +92,10 @@ class AsyncClient:
         self._extra_headers = dict(headers or {})
         self._clock = _clock
         self._sleep = _sleep
+        self._hooks = Hooks(event_hooks)
+        if limiter is not None and (limits is not None or not isinstance(limiter, Limiter)):
+            raise ConfigError("limiter= takes an object with the Limiter protocol (slot(), "
+                              "snapshot()), in place of limits=; not both")
         transport = AiohttpTransport(
             max_connections=max(max_connections, self.limits.concurrency),
             connect_timeout=self.timeouts.connect,
@@ -97,7 +103,8 @@ class AsyncClient:
             total_timeout=self.timeouts.total,
         )
         self._shared = SharedState(transport)
-        self._limiter = self._make_limiter(self.limits)
+        self._limiter = limiter or self._shared.make_limiter(self.limits, self._key, self.base_url,
+                                                             clock=_clock, sleep=_sleep)
         self._headers = self._build_headers()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -155,7 +162,8 @@ class AsyncClient:
             clone.retry = retry
         if limits is not None:
             clone.limits = limits
-            clone._limiter = clone._make_limiter(limits)
+            clone._limiter = self._shared.make_limiter(limits, self._key, self.base_url,
+                                                       clock=self._clock, sleep=self._sleep)
         if on_no_image is not None:
             if on_no_image not in ("raise", "return"):
                 raise ConfigError(f"on_no_image must be 'raise' or 'return', got {on_no_image!r}")
@@ -165,33 +173,9 @@ class AsyncClient:
             clone._headers = clone._build_headers()
         return clone
 
-    def _make_limiter(self, limits: Limits) -> RateLimiter | RedisLimiter:
-        if limits.shared is not None:
-            limiter = RedisLimiter(
-                limits.shared,
-                namespace=limits.namespace
-                or derive_namespace(self._key.reveal(), self.base_url),
-                concurrency=limits.concurrency,
-                rpm=_paced(limits.rpm),
-                ipm=_paced(limits.ipm),
-                adaptive=limits.adaptive,
-                lease_ttl=limits.lease_ttl,
-                sleep=self._sleep,
-            )
-            self._shared.redis_limiters.append(limiter)
-            return limiter
-        return RateLimiter(
-            concurrency=limits.concurrency,
-            rpm=_paced(limits.rpm),
-            ipm=_paced(limits.ipm),
-            adaptive=limits.adaptive,
-            clock=self._clock,
-            sleep=self._sleep,
-        )
-
     @property
-    def limiter(self) -> RateLimiter | RedisLimiter:
-        """The rate limiter (its ``window`` shows the adaptive concurrency)."""
+    def limiter(self) -> Limiter:
+        """The rate limiter (a ``RateLimiter``'s ``window`` shows the adaptive concurrency)."""
         return self._limiter
 
     @property
@@ -269,15 +253,17 @@ class AsyncClient:
         """Send a prepared wire request and interpret the answer as an image result."""
         use_model = normalize_model(model or self.model)
         started = self._clock()
-        response, attempts, maybe_billed = await self._send_with_retries(
+        response, state, last = await self._send_with_retries(
             use_model, wire.encode_request(request), timeout=timeout, images=images
         )
         result = GenerateResult.from_response(
             response,
             model=use_model,
-            attempts=attempts,
-            maybe_billed=maybe_billed,
+            attempts=state.attempts,
+            maybe_billed=state.maybe_billed,
             latency=self._clock() - started,
+            headers=last.headers,
+            request_id=request_id_of(last.headers),
         )
         if not result.images and (on_no_image or self.on_no_image) == "raise":
             raise no_image_error(result)
@@ -315,18 +301,25 @@ class AsyncClient:
 
     async def _send_with_retries(
         self, model: str, body: bytes, *, timeout: float | None, images: int
-    ) -> tuple[wire.GenerateContentResponse, int, bool]:
+    ) -> tuple[wire.GenerateContentResponse, RetryState, AttemptRecord]:
         self._shared.check()
         state = RetryState()
         url = self._url(model)
+        hooks = self._hooks
         try:
             # No deadline, no cancel scope: a scope per call costs ~6% CPU at small bodies.
             with anyio.fail_after(timeout) if timeout is not None else nullcontext():
                 while True:
+                    rec = AttemptRecord()
+                    if hooks.request:
+                        await hooks.emit(hooks.request, RequestEvent(model, state.attempts + 1))
                     try:
-                        response = await self._attempt(url, body, images, state)
+                        response = await self._attempt(url, body, images, state, rec)
                     except CometgenError as exc:
                         decision = state.failed(exc, self.retry)
+                        if hooks.response:
+                            event = rec.event(model, state.attempts, self._clock(), exc, decision)
+                            await hooks.emit(hooks.response, event)
                         if not decision.retry:
                             state.annotate(exc)
                             raise
@@ -337,17 +330,21 @@ class AsyncClient:
                         await self._sleep(decision.delay)
                         continue
                     state.succeeded()
-                    return response, state.attempts, state.maybe_billed
+                    if hooks.response:
+                        await hooks.emit(hooks.response,
+                                         rec.event(model, state.attempts, self._clock()))
+                    return response, state, rec
         except TimeoutError:
             raise deadline_error(timeout, state) from None
 
     async def _attempt(
-        self, url: str, body: bytes, images: int, state: RetryState
+        self, url: str, body: bytes, images: int, state: RetryState, rec: AttemptRecord
     ) -> wire.GenerateContentResponse:
         async with self._limiter.slot(images=images) as slot:
             state.in_flight = True
+            rec.started = self._clock()
             try:
-                response = await self._exchange(url, body, slot)
+                response = await self._exchange(url, body, slot, rec)
             except CometgenError:
                 state.in_flight = False
                 raise
@@ -355,11 +352,14 @@ class AsyncClient:
             state.in_flight = False
             return response
 
-    async def _exchange(self, url: str, body: bytes, slot: Slot) -> wire.GenerateContentResponse:
+    async def _exchange(
+        self, url: str, body: bytes, slot: Slot, rec: AttemptRecord
+    ) -> wire.GenerateContentResponse:
         """One POST and its answer, decoded; the outcome is reported to the limiter slot."""
         raw = await self._shared.transport.post(
             url, self._headers, body, timeout=self.timeouts.total
         )
+        rec.status, rec.headers, rec.size = raw.status, raw.headers, len(raw.body)
         if raw.status != 200:
             error = status_error(raw, self._key.reveal())
             if isinstance(error, RateLimitError):
@@ -379,6 +379,3 @@ class AsyncClient:
         slot.succeeded()
         return response
 
-
-def _paced(per_minute: float | None) -> float | None:
-    return None if per_minute is None else per_minute * RATE_HEADROOM

@@ -1,12 +1,16 @@
-"""The state an ``AsyncClient`` shares with its ``with_options`` copies: one pool, one loop."""
+"""What an ``AsyncClient`` shares with its ``with_options`` copies: one pool, one event loop,
+the shared limiters."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
+from collections.abc import Awaitable, Callable
 
+from ._config import RATE_HEADROOM, Limits, Secret
 from ._exceptions import ClientClosedError, WrongEventLoopError
+from ._limits import RateLimiter
+from ._redis_limits import RedisLimiter, derive_namespace
 from ._transport import AiohttpTransport
 
 __all__ = ["SharedState"]
@@ -19,7 +23,7 @@ class SharedState:
         self.transport = transport
         self.closed = False
         #: Shared (Redis) limiters made by this client and its copies, closed with it.
-        self.redis_limiters: list[Any] = []
+        self.redis_limiters: list[RedisLimiter] = []
         # Weak: a client must not keep a finished event loop alive.
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
@@ -43,3 +47,34 @@ class SharedState:
                 "bound to the loop it first ran in); create one AsyncClient per event loop, "
                 "or use cometgen.Client from synchronous code"
             )
+
+    def make_limiter(
+        self, limits: Limits, key: Secret, base_url: str, *, clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> RateLimiter | RedisLimiter:
+        """The limiter ``limits`` describe; a shared (Redis) one is closed with the client."""
+        if limits.shared is not None:
+            limiter = RedisLimiter(
+                limits.shared,
+                namespace=limits.namespace or derive_namespace(key.reveal(), base_url),
+                concurrency=limits.concurrency,
+                rpm=_paced(limits.rpm),
+                ipm=_paced(limits.ipm),
+                adaptive=limits.adaptive,
+                lease_ttl=limits.lease_ttl,
+                sleep=sleep,
+            )
+            self.redis_limiters.append(limiter)
+            return limiter
+        return RateLimiter(
+            concurrency=limits.concurrency,
+            rpm=_paced(limits.rpm),
+            ipm=_paced(limits.ipm),
+            adaptive=limits.adaptive,
+            clock=clock,
+            sleep=sleep,
+        )
+
+
+def _paced(per_minute: float | None) -> float | None:
+    return None if per_minute is None else per_minute * RATE_HEADROOM

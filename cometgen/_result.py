@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ._exceptions import GenerationError, ImageSafetyError, NoImageError, PromptBlockedError
@@ -79,6 +80,10 @@ class GenerateResult:
     maybe_billed: bool = False
     #: Seconds from the first attempt to the decoded response.
     latency: float = 0.0
+    #: The provider's request id of the successful attempt (``x-request-id`` header).
+    request_id: str | None = None
+    #: The HTTP response headers of the successful attempt.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     response: GenerateContentResponse = field(default_factory=GenerateContentResponse, repr=False)
 
     @property
@@ -98,7 +103,8 @@ class GenerateResult:
     @classmethod
     def from_response(
         cls, response: GenerateContentResponse, *, model: str, attempts: int = 1,
-        maybe_billed: bool = False, latency: float = 0.0,
+        maybe_billed: bool = False, latency: float = 0.0, request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> GenerateResult:
         candidate = response.candidates[0] if response.candidates else None
         # The final parts are walked once here (image_parts() and text() would each walk
@@ -131,6 +137,8 @@ class GenerateResult:
             attempts=attempts,
             maybe_billed=maybe_billed,
             latency=latency,
+            request_id=request_id,
+            headers=headers if headers is not None else {},
             response=response,
         )
 
