@@ -51,6 +51,7 @@ from ._redis_limits import RedisLimiter
 from ._result import GenerateResult, Usage
 from ._retry import RetryPolicy
 from ._sync import generate
+from ._sync_client import Chat, Client
 from ._version import __version__
 
 __all__ = [
@@ -62,6 +63,8 @@ __all__ = [
     "Batch",
     "BatchStats",
     "Blocked",
+    "Chat",
+    "Client",
     "ClientClosedError",
     "CometgenError",
     "ConfigError",

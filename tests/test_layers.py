@@ -21,7 +21,8 @@ LAYERS: list[tuple[tuple[str, ...], ...]] = [
     (("cometgen.testing",),),
     (("cometgen._bulk",),),
     (("cometgen._client", "cometgen._chat", "cometgen._sync", "cometgen._request",
-      "cometgen._lifecycle", "cometgen._call_errors", "cometgen._hooks"),),
+      "cometgen._lifecycle", "cometgen._call_errors", "cometgen._hooks",
+      "cometgen._sync_client"),),
     (
         ("cometgen._transport",),
         ("cometgen._limits", "cometgen._redis_limits", "cometgen._redis_scripts",
