@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -233,3 +235,19 @@ async def test_client_and_batch_use_the_shared_limiter(redis_url: str, tmp_path:
                 stats = await batch.run_all([cometgen.Job(prompt=f"cat {i}") for i in range(6)])
             assert stats.done == 6
         assert server.stats.rate_limited == 0
+
+
+def test_cli_with_redis_down_is_a_clear_error(tmp_path: Path) -> None:
+    from _redis_server import free_port
+    from _reliability import clean_env, cometgen_cmd
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "prompt": "x"}\n')
+    proc = subprocess.run(
+        cometgen_cmd("run", str(src), "-o", str(tmp_path / "out"), "--api-key", "sk-k",
+                     "--base-url", "http://127.0.0.1:9",
+                     "--shared-limits", f"redis://127.0.0.1:{free_port()}/0"),
+        env=clean_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot reach the shared-limits Redis" in proc.stderr
+    assert "Traceback" not in proc.stderr
