@@ -103,8 +103,8 @@ class AsyncClient:
             total_timeout=self.timeouts.total,
         )
         self._shared = SharedState(transport)
-        self._limiter = limiter or self._shared.make_limiter(self.limits, self._key, self.base_url,
-                                                             clock=_clock, sleep=_sleep)
+        self._limiter = limiter if limiter is not None else self._shared.make_limiter(
+            self.limits, self._key, self.base_url, clock=_clock, sleep=_sleep)
         self._headers = self._build_headers()
 
     # -- lifecycle -------------------------------------------------------------------------
