@@ -24,13 +24,8 @@ from .._bulk._outcomes import Failed
 from .._bulk._pricing import load_prices
 from .._client import AsyncClient
 from .._config import API_KEY_ENV, Limits, Timeouts
-from .._exceptions import (
-    CometgenError,
-    ConfigError,
-    InputError,
-    LimiterBackendError,
-    OutputLockedError,
-)
+from .._exceptions import CometgenError, ConfigError, InputError, OutputLockedError
+from .._exceptions import LimiterBackendError as _LimiterBackendError
 from .._retry import RetryPolicy
 from ._loop import add_loop_argument, want_uvloop
 from ._progress import Progress
@@ -130,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         with _fewer_gc_passes():
             return anyio.run(_run_async, args, settings, shard, jobs, prices,
                              backend="asyncio", backend_options=options)
-    except (ConfigError, InputError, OutputLockedError, LimiterBackendError) as exc:
+    except (ConfigError, InputError, OutputLockedError, _LimiterBackendError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
