@@ -8,7 +8,9 @@ import os
 import sys
 
 import msgspec
+import pytest
 
+from cometgen._chat import AsyncChat
 from cometgen._result import GenerateResult
 from cometgen._wire import decode_response
 
@@ -42,3 +44,31 @@ def test_reusing_a_bytearray_body_does_not_change_the_image() -> None:
     body[:] = b" " * len(body)  # the transport's buffer, reused or freed
     assert image.thought_signature == SIGNATURE
     assert image.data == PIXELS
+
+
+class _OneAnswer:
+    """A chat's client that answers every turn with the same decoded body."""
+
+    on_no_image = "return"
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def generate_from_request(self, request: object, **_: object) -> GenerateResult:
+        return GenerateResult.from_response(decode_response(self.body), model="m")
+
+
+@pytest.mark.anyio
+async def test_chat_history_releases_the_bodies() -> None:
+    sender = _OneAnswer(_body())
+    chat = AsyncChat(sender, model="m", aspect_ratio=None, image_size=None,  # type: ignore[arg-type]
+                     include_text=True)
+    result = await chat.send("a fox")
+    ok = result.ok  # not `assert result.ok`: pytest's rewritten assert would keep `result`
+    del result
+    assert ok
+    gc.collect()
+    refs = sys.getrefcount(sender.body)  # outside the assert: rewriting would add a reference
+    assert refs == 2  # `sender.body` and getrefcount's argument: the history holds none
+    [signed] = [p for p in chat.history[1].parts if p.thought_signature]
+    assert signed.thought_signature_text() == SIGNATURE
