@@ -76,7 +76,11 @@ class Client:
         self._loop = _LoopThread()
 
     def __enter__(self) -> Client:
-        self._loop.call(self.async_client.__aenter__)
+        try:
+            self._loop.call(self.async_client.__aenter__)
+        except BaseException:
+            self.close()  # e.g. the shared-limits Redis is down: stop the loop thread too
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -102,3 +102,13 @@ def test_client_generate_has_the_async_signature() -> None:
     async_ = inspect.signature(cometgen.AsyncClient.generate).parameters
     assert list(sync) == list(async_)
     assert [p.default for p in sync.values()] == [p.default for p in async_.values()]
+
+
+def test_client_that_cannot_open_stops_its_thread() -> None:
+    from _redis_server import free_port
+
+    limits = cometgen.Limits(shared=f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(cometgen.LimiterBackendError):
+        with cometgen.Client(api_key=KEY, base_url="http://127.0.0.1:9", limits=limits):
+            pass
+    assert not _client_threads()
