@@ -47,12 +47,15 @@ from ._redis_limits import RedisLimiter
 from ._result import GenerateResult, Usage
 from ._retry import RetryPolicy
 from ._sync import generate
+from ._transport import AiohttpTransport, AsyncTransport, TransportRequest, TransportResponse
 from ._version import __version__
 
 __all__ = [
     "APIStatusError",
+    "AiohttpTransport",
     "AsyncChat",
     "AsyncClient",
+    "AsyncTransport",
     "AuthenticationError",
     "BadRequestError",
     "Batch",
@@ -99,6 +102,8 @@ __all__ = [
     "TimeoutException",
     "Timeouts",
     "TransportError",
+    "TransportRequest",
+    "TransportResponse",
     "Usage",
     "__version__",
     "generate",

@@ -40,7 +40,7 @@ from ._redis_limits import RedisLimiter, derive_namespace
 from ._request import ImageInput, build_request, image_part
 from ._result import GenerateResult, no_image_error
 from ._retry import RetryPolicy, RetryState, parse_retry_after
-from ._transport import AiohttpTransport, RawResponse
+from ._transport import AsyncTransport, TransportRequest, TransportResponse, Verify, make_transport
 from ._version import __version__
 
 __all__ = ["AsyncClient"]
@@ -53,7 +53,7 @@ _UNSET: Any = object()
 class _Shared:
     """State shared by a client and its ``with_options`` copies: one connection pool."""
 
-    def __init__(self, transport: AiohttpTransport) -> None:
+    def __init__(self, transport: AsyncTransport) -> None:
         self.transport = transport
         self.state: Literal["unopened", "opened", "closed"] = "unopened"
         #: Shared (Redis) limiters made by this client and its copies, closed with it.
@@ -80,6 +80,9 @@ class AsyncClient:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         on_no_image: OnNoImage = "raise",
         headers: Mapping[str, str] | None = None,
+        transport: AsyncTransport | None = None,
+        proxy: str | None = None,
+        verify: Verify = True,
         _clock: Callable[[], float] = time.monotonic,
         _sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -101,13 +104,10 @@ class AsyncClient:
         self._extra_headers = dict(headers or {})
         self._clock = _clock
         self._sleep = _sleep
-        transport = AiohttpTransport(
-            max_connections=max(max_connections, self.limits.concurrency),
-            connect_timeout=self.timeouts.connect,
-            pool_timeout=self.timeouts.pool,
-            total_timeout=self.timeouts.total,
-        )
-        self._shared = _Shared(transport)
+        self._shared = _Shared(make_transport(
+            transport, max_connections=max(max_connections, self.limits.concurrency),
+            proxy=proxy, verify=verify,
+        ))
         self._limiter = self._make_limiter(self.limits)
         self._headers = self._build_headers()
 
@@ -154,9 +154,6 @@ class AsyncClient:
         """A copy with some options changed, sharing this client's connection pool.
 
         The copy shares the rate limiter too, unless ``limits`` gives it its own.
-
-        Timeouts given here bound each attempt as a cancel scope; the pool's own connect
-        timeout stays the parent's.
         """
         clone = object.__new__(AsyncClient)
         clone.__dict__.update(self.__dict__)
@@ -208,7 +205,7 @@ class AsyncClient:
         return self._limiter
 
     @property
-    def transport(self) -> AiohttpTransport:
+    def transport(self) -> AsyncTransport:
         return self._shared.transport
 
     def _build_headers(self) -> dict[str, str]:
@@ -360,8 +357,8 @@ class AsyncClient:
 
     async def _attempt(self, url: str, body: bytes, images: int) -> wire.GenerateContentResponse:
         async with self._limiter.slot(images=images) as slot:
-            raw = await self._shared.transport.post(
-                url, self._headers, body, timeout=self.timeouts.total
+            raw = await self._shared.transport.send(
+                TransportRequest("POST", url, self._headers, body, self.timeouts)
             )
             if raw.status != 200:
                 error = _status_error(raw)
@@ -370,20 +367,12 @@ class AsyncClient:
                         error.retry_delay if error.retry_delay is not None else error.retry_after
                     )
                 raise error
-            try:
-                transport = self._shared.transport
-                if transport.pacer.is_large(len(raw.body)):
-                    async with transport.pacer.decoding():
-                        response = wire.decode_owned_response(raw.body)
-                else:
-                    response = wire.decode_owned_response(raw.body)
-            finally:
-                raw = None  # type: ignore[assignment]  # drop the body buffer early
+            response = wire.decode_owned_response(raw.body)
             slot.succeeded()
             return response
 
 
-def _status_error(raw: RawResponse) -> APIStatusError:
+def _status_error(raw: TransportResponse) -> APIStatusError:
     info = wire.parse_error_body(raw.body, status_code=raw.status, reason_phrase=raw.reason)
     request_id = (
         raw.headers.get("x-request-id")
