@@ -7,6 +7,7 @@ reads the body with ``resp.read()``, and translates every failure once, here.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import ssl
@@ -27,8 +28,19 @@ __all__ = ["AiohttpTransport", "Verify", "ssl_option"]
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 
 
+@functools.cache
+def _system_trust() -> ssl.SSLContext:
+    # ~40 ms to load the system CAs: once per process, at the first connection.
+    return ssl.create_default_context()
+
+
 def ssl_option(verify: Verify) -> bool | ssl.SSLContext:
-    """``verify=`` as aiohttp's ``ssl=``: a CA bundle path becomes a context trusting it."""
+    """``verify=`` as aiohttp's ``ssl=``: a CA bundle path becomes a context trusting it.
+
+    ``True`` stays ``True`` here and becomes an explicit default context when the pool
+    opens: aiohttp 3.9.0's ``ssl=True`` skipped certificate verification (seen at the
+    dependency floor).
+    """
     if isinstance(verify, bool | ssl.SSLContext):
         return verify
     if isinstance(verify, str | os.PathLike):
@@ -123,7 +135,7 @@ class AiohttpTransport:
                 connector=aiohttp.TCPConnector(
                     limit=self.max_connections,
                     limit_per_host=self.max_connections,
-                    ssl=self._ssl,
+                    ssl=_system_trust() if self._ssl is True else self._ssl,
                 ),
                 # Attempts are timed by their own cancel scope (see ``_Attempt``).
                 timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None,
