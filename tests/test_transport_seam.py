@@ -132,3 +132,17 @@ def test_transport_and_proxy_or_verify_do_not_mix() -> None:
 def test_mock_transport_is_an_async_transport() -> None:
     assert isinstance(MockTransport(lambda request: image_response()), cometgen.AsyncTransport)
     assert isinstance(cometgen.AiohttpTransport(), cometgen.AsyncTransport)
+
+
+def test_response_body_is_immutable_bytes() -> None:
+    buffer = bytearray(b'{"candidates": []}')
+    response = TransportResponse(200, {}, buffer)  # type: ignore[arg-type]
+    buffer[:] = b"x"
+    assert response.body == b'{"candidates": []}' and type(response.body) is bytes
+
+
+def test_default_transport_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="max_connections"):
+        cometgen.AiohttpTransport(max_connections=0)
+    with pytest.raises(ConfigError, match="verify must be"):
+        cometgen.AiohttpTransport(verify=1)  # type: ignore[arg-type]

@@ -34,7 +34,8 @@ class TransportRequest:
 
 @dataclass(frozen=True, slots=True)
 class TransportResponse:
-    """One whole HTTP response. ``headers`` becomes a read-only case-insensitive mapping."""
+    """One whole HTTP response. ``headers`` becomes a read-only case-insensitive mapping,
+    ``body`` immutable ``bytes`` (the decoder keeps views of it)."""
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -45,6 +46,8 @@ class TransportResponse:
         if not isinstance(self.headers, CIMultiDictProxy):
             # Header names are case-insensitive: a handler's plain dict must look up alike.
             object.__setattr__(self, "headers", CIMultiDictProxy(CIMultiDict(self.headers)))
+        if type(self.body) is not bytes:
+            object.__setattr__(self, "body", bytes(self.body))
 
 
 @runtime_checkable
