@@ -5,8 +5,8 @@
 ``rpm``: ``Limits(concurrency=C, rpm=RPM)`` (the limit is known). ``adaptive``:
 ``Limits(concurrency=C, adaptive=True)`` (the limit is unknown). C workers call
 ``generate`` until ``duration`` seconds after the first send; calls still in flight then
-finish (bounded). Every HTTP attempt's send time and status is recorded by wrapping the
-client's transport instance, so 429s are counted on the client side, retries included.
+finish (bounded). Every HTTP attempt's send time and status is recorded by a transport
+wrapping the default one (``transport=``), so 429s are counted on the client side, retries included.
 
 The mock's limit is a sliding 60 s window starting empty, so at most RPM/60 * D requests
 sent in any D-second span (D <= 60, or a multiple of 60) can succeed; the achieved rate is
@@ -33,20 +33,22 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     sends: list[tuple[float, int]] = []
     failures: list[str] = []
     windows: list[int] = []
-    async with cometgen.AsyncClient(
-        api_key="k", base_url=args.url, model="gemini-2.5-flash-image", limits=limits,
-        retry=cometgen.RetryPolicy(max_attempts=20),
-    ) as client:
-        transport = client.transport
-        original = transport.post
+    inner = cometgen.AiohttpTransport(max_connections=max(args.c, 1))
 
-        async def post(url: str, headers: Any, body: bytes, *, timeout: float | None = -1.0) -> Any:
+    class Recording:
+        async def send(self, request: cometgen.TransportRequest) -> cometgen.TransportResponse:
             t = time.monotonic()
-            raw = await original(url, headers, body, timeout=timeout)
+            raw = await inner.send(request)
             sends.append((t, raw.status))
             return raw
 
-        transport.post = post  # type: ignore[method-assign]
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    async with cometgen.AsyncClient(
+        api_key="k", base_url=args.url, model="gemini-2.5-flash-image", limits=limits,
+        retry=cometgen.RetryPolicy(max_attempts=20), transport=Recording(),
+    ) as client:
         t_start = time.monotonic()
         deadline = t_start + args.duration
 

@@ -52,12 +52,15 @@ from ._result import GenerateResult, Usage
 from ._retry import RetryPolicy
 from ._sync import generate
 from ._sync_client import Chat, Client
+from ._transport import AiohttpTransport, AsyncTransport, TransportRequest, TransportResponse
 from ._version import __version__
 
 __all__ = [
     "APIStatusError",
+    "AiohttpTransport",
     "AsyncChat",
     "AsyncClient",
+    "AsyncTransport",
     "AuthenticationError",
     "BadRequestError",
     "Batch",
@@ -110,6 +113,8 @@ __all__ = [
     "TimeoutException",
     "Timeouts",
     "TransportError",
+    "TransportRequest",
+    "TransportResponse",
     "Usage",
     "WrongEventLoopError",
     "__version__",

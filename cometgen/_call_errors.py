@@ -7,7 +7,7 @@ import msgspec
 from . import _wire as wire
 from ._exceptions import APIStatusError, ReadTimeout, status_error_class
 from ._retry import RetryState, parse_retry_after
-from ._transport import RawResponse
+from ._transport import TransportResponse
 
 __all__ = ["deadline_error", "status_error"]
 
@@ -28,7 +28,7 @@ def redact(data: bytes | bytearray, key: str) -> bytes | bytearray:
     return data
 
 
-def status_error(raw: RawResponse, key: str) -> APIStatusError:
+def status_error(raw: TransportResponse, key: str) -> APIStatusError:
     """The exception for an HTTP error answer.
 
     Gateways quote a wrong key back ("Incorrect API key provided: sk-..."): the client's

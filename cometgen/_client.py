@@ -39,7 +39,7 @@ from ._redis_limits import RedisLimiter
 from ._request import ImageInput, build_request, image_part
 from ._result import GenerateResult, no_image_error
 from ._retry import RetryPolicy, RetryState
-from ._transport import AiohttpTransport
+from ._transport import AsyncTransport, TransportRequest, Verify, make_transport
 from ._version import __version__
 
 __all__ = ["AsyncClient"]
@@ -71,6 +71,9 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
         limiter: Limiter | None = None,
         event_hooks: EventHooks | None = None,
+        transport: AsyncTransport | None = None,
+        proxy: str | None = None,
+        verify: Verify = True,
         _clock: Callable[[], float] = time.monotonic,
         _sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -96,13 +99,10 @@ class AsyncClient:
         if limiter is not None and (limits is not None or not isinstance(limiter, Limiter)):
             raise ConfigError("limiter= takes an object with the Limiter protocol (slot(), "
                               "snapshot()), in place of limits=; not both")
-        transport = AiohttpTransport(
-            max_connections=max(max_connections, self.limits.concurrency),
-            connect_timeout=self.timeouts.connect,
-            pool_timeout=self.timeouts.pool,
-            total_timeout=self.timeouts.total,
-        )
-        self._shared = SharedState(transport)
+        self._shared = SharedState(make_transport(
+            transport, max_connections=max(max_connections, self.limits.concurrency),
+            proxy=proxy, verify=verify,
+        ))
         self._limiter = limiter if limiter is not None else self._shared.make_limiter(
             self.limits, self._key, self.base_url, clock=_clock, sleep=_sleep)
         self._headers = self._build_headers()
@@ -148,9 +148,6 @@ class AsyncClient:
         """A copy with some options changed, sharing this client's connection pool.
 
         The copy shares the rate limiter too, unless ``limits`` gives it its own.
-
-        Timeouts given here bound each attempt as a cancel scope; the pool's own connect
-        timeout stays the parent's.
         """
         clone = object.__new__(AsyncClient)
         clone.__dict__.update(self.__dict__)
@@ -179,7 +176,7 @@ class AsyncClient:
         return self._limiter
 
     @property
-    def transport(self) -> AiohttpTransport:
+    def transport(self) -> AsyncTransport:
         return self._shared.transport
 
     def _build_headers(self) -> dict[str, str]:
@@ -356,8 +353,8 @@ class AsyncClient:
         self, url: str, body: bytes, slot: Slot, rec: AttemptRecord
     ) -> wire.GenerateContentResponse:
         """One POST and its answer, decoded; the outcome is reported to the limiter slot."""
-        raw = await self._shared.transport.post(
-            url, self._headers, body, timeout=self.timeouts.total
+        raw = await self._shared.transport.send(
+            TransportRequest("POST", url, self._headers, body, self.timeouts)
         )
         rec.status, rec.headers, rec.size = raw.status, raw.headers, len(raw.body)
         if raw.status != 200:
@@ -367,15 +364,7 @@ class AsyncClient:
                     error.retry_delay if error.retry_delay is not None else error.retry_after
                 )
             raise error
-        try:
-            transport = self._shared.transport
-            if transport.pacer.is_large(len(raw.body)):
-                async with transport.pacer.decoding():
-                    response = wire.decode_response(raw.body)
-            else:
-                response = wire.decode_response(raw.body)
-        finally:
-            raw = None  # type: ignore[assignment]  # drop the body buffer early
+        response = wire.decode_response(raw.body)
         slot.succeeded()
         return response
 

@@ -22,19 +22,6 @@ DEFAULT_CONCURRENCY = 16
 #: timing jitter between client and server never fits one request too many in a window.
 RATE_HEADROOM = 0.99
 DEFAULT_LEASE_TTL = 10.0
-#: Response bodies from this size on are "large" (a 2K/4K image, a ~3 MB thoughtSignature):
-#: they are read by at most LARGE_BODY_READERS tasks at once and decoded one per loop
-#: iteration, so a burst of them cannot stall the event loop for tens of milliseconds.
-LARGE_BODY_BYTES = 1 << 20
-LARGE_BODY_READERS = 1
-#: When every reader has been reading for this long (a slow link), a waiting large body is
-#: read anyway: a slow network must not throttle a run.
-LARGE_BODY_PATIENCE = 0.25
-#: Requests that may start per event-loop iteration (~0.3 ms of loop time each), and new
-#: connections that may be opened per iteration (~1 ms each), so that 64 calls made at once
-#: are spread over several iterations. Fewer request starts (2) slowed the 1M-item run.
-REQUEST_STARTS_PER_ITERATION = 4
-CONNECTS_PER_ITERATION = 2
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 AuthStyle = Literal["bearer", "x-goog-api-key"]

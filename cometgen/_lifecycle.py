@@ -11,7 +11,7 @@ from ._config import RATE_HEADROOM, Limits, Secret
 from ._exceptions import ClientClosedError, WrongEventLoopError
 from ._limits import RateLimiter
 from ._redis_limits import RedisLimiter, derive_namespace
-from ._transport import AiohttpTransport
+from ._transport import AsyncTransport
 
 __all__ = ["SharedState"]
 
@@ -19,7 +19,7 @@ __all__ = ["SharedState"]
 class SharedState:
     """One connection pool, the event loop it belongs to, and whether it was closed."""
 
-    def __init__(self, transport: AiohttpTransport) -> None:
+    def __init__(self, transport: AsyncTransport) -> None:
         self.transport = transport
         self.closed = False
         #: Shared (Redis) limiters made by this client and its copies, closed with it.

@@ -47,15 +47,20 @@ delays every answer that reaches the "model" (not 401/400/404/429).
 """
 
 from ._app import MockOptions
+from ._mock_transport import Handler, MockTransport, error_response, image_response
 from ._outcomes import MARKERS
 from ._server import MockServer, ThreadedMockServer
 from ._stats import MockStats, RequestRecord
 
 __all__ = [
     "MARKERS",
+    "Handler",
     "MockOptions",
     "MockServer",
     "MockStats",
+    "MockTransport",
     "RequestRecord",
     "ThreadedMockServer",
+    "error_response",
+    "image_response",
 ]
