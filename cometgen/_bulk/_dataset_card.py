@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import msgspec
 
-__all__ = ["card_text", "card_features"]
+__all__ = ["card_features", "card_text"]
 
 _encoder: Final = msgspec.json.Encoder()
 

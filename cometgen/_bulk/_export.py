@@ -32,7 +32,14 @@ from .._files import (
     write_atomic_sync,
 )
 from ._dataset_card import card_text
-from ._export_formats import USAGE_FIELDS, Row, hf_features, require_pyarrow, write_parquet, write_tar
+from ._export_formats import (
+    USAGE_FIELDS,
+    Row,
+    hf_features,
+    require_pyarrow,
+    write_parquet,
+    write_tar,
+)
 from ._export_rows import (
     ExportRecord,
     iter_latest,

@@ -52,7 +52,7 @@ def require_pyarrow() -> Any:
     """Import pyarrow or say how to install it."""
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow.parquet
     except ImportError:
         raise ConfigError(
             "Parquet export needs pyarrow: pip install 'cometgen[datasets]'"

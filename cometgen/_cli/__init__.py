@@ -21,12 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cometgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from ._export_cmd import add_parser as add_export
+    from ._export_cmd import add_run_export
     from ._gallery_cmd import add_parser as add_gallery
     from ._merge_cmd import add_parser as add_merge
     from ._mock_server_cmd import add_parser as add_mock_server
     from ._run_cmd import add_parser as add_run
 
     add_run(sub)
+    add_run_export(sub.choices["run"])
     add_mock_server(sub)
     add_merge(sub)
     add_export(sub)

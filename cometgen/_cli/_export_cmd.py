@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Final
 
 from .._bulk._export import FORMATS, ExportReport, export_dataset, parse_size
 from .._exceptions import ConfigError
@@ -21,7 +21,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_export_options(p: argparse.ArgumentParser) -> None:
+def add_export_options(p: Any) -> None:
     """The shard options, shared with ``run --export``."""
     p.add_argument("--max-shard-size", type=_size, default=500_000_000, metavar="SIZE",
                    help="bytes of images per shard, e.g. 500MB (default), 1GiB")
@@ -78,3 +78,29 @@ def export_from_args(out_dir: str, dest: str, fmt: str, args: argparse.Namespace
 
 def run(args: argparse.Namespace) -> int:
     return export_from_args(args.out_dir, args.dest, args.format, args)
+
+
+#: Exit codes of ``run`` after which its output is exported: all done, some failed,
+#: stopped early (budget, disk); not a usage error or an interrupt.
+_EXPORT_AFTER: Final = (0, 1, 3)
+
+
+def add_run_export(p: argparse.ArgumentParser) -> None:
+    """Give ``cometgen run`` ``--export FORMAT``: export OUTDIR when the run ends."""
+    group = p.add_argument_group("export when the run ends")
+    group.add_argument("--export", choices=FORMATS, metavar="{parquet,webdataset}",
+                       help="export OUTDIR when the run ends (as 'cometgen export' does)")
+    group.add_argument("--export-dir", metavar="DEST",
+                       help="where to export (default OUTDIR-FORMAT, beside OUTDIR)")
+    add_export_options(group)
+    inner = p.get_default("func")
+
+    def run_then_export(args: argparse.Namespace) -> int:
+        code: int = inner(args)
+        if args.export is None or args.dry_run or code not in _EXPORT_AFTER:
+            return code
+        dest = args.export_dir or f"{args.out_dir.rstrip('/')}-{args.export}"
+        exported = export_from_args(args.out_dir, dest, args.export, args)
+        return code if exported == EXIT_OK else exported
+
+    p.set_defaults(func=run_then_export)
