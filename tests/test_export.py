@@ -15,13 +15,12 @@ from typing import Any
 
 import datasets
 import pytest
+from _mock_run import cli, latest, make_run
 from PIL import Image
 
 from cometgen._bulk._export import STATE_NAME, export_dataset, parse_size
 from cometgen._bulk._export_rows import sample_key
 from cometgen._exceptions import ConfigError
-
-from _mock_run import cli, latest, make_run
 
 COLUMNS = ["image", "prompt", "id", "key", "model", "aspect_ratio", "image_size", "seed",
            "mime_type", "sha256", "cost", "usage"]

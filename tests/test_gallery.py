@@ -12,9 +12,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from _mock_run import cli, latest, make_run
+from PIL import Image
 
 
 def chromium() -> str:
