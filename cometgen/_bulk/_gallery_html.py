@@ -37,11 +37,11 @@ def esc(value: object) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, float, str]], *, width: int = 480) -> str:
+def bar_chart(title: str, bars: Sequence[tuple[str, float, str]], *, width: int = 430) -> str:
     """A horizontal bar chart as inline SVG: ``bars`` is ``(label, value, value text)``."""
     if not bars:
         return f'<figure class="chart"><figcaption>{esc(title)}</figcaption>none</figure>'
-    row, label_w, text_w = 18, 230, 70
+    row, label_w, text_w = 18, 200, 64
     top = max(value for _, value, _ in bars) or 1.0
     span = width - label_w - text_w
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
