@@ -18,20 +18,14 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, BinaryIO, Final, Literal
 
 import msgspec
 
 from .._exceptions import ConfigError
-from .._files import (
-    cleanup_temp_files,
-    extension_for,
-    fsync_dir,
-    removed_on_error,
-    temp_name_for,
-    write_atomic_sync,
-)
+from .._files import cleanup_temp_files, extension_for, write_atomic_sync
 from ._dataset_card import card_text
+from ._export_atomic import atomic_write
 from ._export_formats import (
     USAGE_FIELDS,
     Row,
@@ -112,7 +106,7 @@ class _Sharder:
 
     def __init__(self, dest: str, folder: str, prefix: str, ext: str, base: bytes,
                  max_rows: int, max_bytes: int, done: dict[str, _Done],
-                 write: Callable[[str, list[Row]], int], state: Any) -> None:
+                 write: Callable[[BinaryIO, list[Row]], None], state: Any) -> None:
         self.dir = os.path.join(dest, folder)
         self.folder, self.prefix, self.ext, self.base = folder, prefix, ext, base
         self.max_rows, self.max_bytes = max_rows, max_bytes
@@ -146,11 +140,8 @@ class _Sharder:
         if previous is not None and previous.fingerprint == fingerprint and os.path.isfile(final):
             self.skipped += 1
         else:
-            tmp = os.path.join(self.dir, temp_name_for(name))
-            with removed_on_error(tmp):
-                self.write(tmp, self.rows)
-                os.replace(tmp, final)
-            fsync_dir(self.dir)
+            with atomic_write(final) as out:
+                self.write(out, self.rows)
             self.state.write(_encoder.encode(
                 _Done(f"{self.folder}/{name}", fingerprint, len(self.rows))) + b"\n")
             self.state.flush()
@@ -259,15 +250,17 @@ def export_dataset(
         with open(os.path.join(root, path), "rb") as f:
             return f.read()
 
-    def write_done(tmp: str, rows: list[Row]) -> int:
+    def write_done(out: BinaryIO, rows: list[Row]) -> None:
         if format == "parquet":
-            return write_parquet(tmp, rows, done_types, read)
-        return write_tar(tmp, rows, image_ext, read)
+            write_parquet(out, rows, done_types, read)
+        else:
+            write_tar(out, rows, image_ext, read)
 
-    def write_failed(tmp: str, rows: list[Row]) -> int:
+    def write_failed(out: BinaryIO, rows: list[Row]) -> None:
         if format == "parquet":
-            return write_parquet(tmp, rows, fail_types, None)
-        return write_tar(tmp, rows, None, None)
+            write_parquet(out, rows, fail_types, None)
+        else:
+            write_tar(out, rows, None, None)
 
     state_path = os.path.join(target, STATE_NAME)
     done = _load_state(state_path)

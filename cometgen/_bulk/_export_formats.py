@@ -8,11 +8,10 @@ kept: Parquet holds one row group (``ROW_GROUP`` images) at a time, a tar one im
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import msgspec
 
@@ -97,33 +96,28 @@ def _arrow_schema(pa: Any, columns: dict[str, str], image: bool) -> Any:
 
 
 def write_parquet(
-    tmp: str,
+    out: BinaryIO,
     rows: Sequence[Row],
     columns: dict[str, str],
     read: Callable[[str], bytes] | None,
-) -> int:
-    """Write ``rows`` to the new file ``tmp`` (fsynced); ``read`` None: no image column.
-    Returns the file size."""
+) -> None:
+    """Write ``rows`` as one Parquet file to ``out``; ``read`` None: no image column."""
     pa = require_pyarrow()
     import pyarrow.parquet as pq
 
     schema = _arrow_schema(pa, columns, read is not None)
     names = list(columns)
-    with open(tmp, "xb") as raw:
-        writer = pq.ParquetWriter(raw, schema, compression="zstd")
-        try:
-            for start in range(0, max(len(rows), 1), ROW_GROUP):
-                group = rows[start : start + ROW_GROUP]
-                arrays = {n: [r.columns[n] for r in group] for n in names}
-                if read is not None:
-                    arrays = {"image": [{"bytes": read(r.path), "path": r.path}
-                                        for r in group], **arrays}
-                writer.write_table(pa.Table.from_pydict(arrays, schema=schema))
-        finally:
-            writer.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-        return raw.tell()
+    writer = pq.ParquetWriter(out, schema, compression="zstd")
+    try:
+        for start in range(0, max(len(rows), 1), ROW_GROUP):
+            group = rows[start : start + ROW_GROUP]
+            arrays = {n: [r.columns[n] for r in group] for n in names}
+            if read is not None:
+                arrays = {"image": [{"bytes": read(r.path), "path": r.path}
+                                    for r in group], **arrays}
+            writer.write_table(pa.Table.from_pydict(arrays, schema=schema))
+    finally:
+        writer.close()
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:
@@ -137,22 +131,17 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
 
 
 def write_tar(
-    tmp: str,
+    out: BinaryIO,
     rows: Sequence[Row],
     image_ext: str | None,
     read: Callable[[str], bytes] | None,
-) -> int:
-    """Write ``rows`` as WebDataset samples (``<sample>.<image_ext>`` + ``<sample>.json``)
-    to the new file ``tmp`` (fsynced). Returns the file size."""
-    with open(tmp, "xb") as raw:
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for row in rows:
-                if read is not None and image_ext is not None:
-                    data = read(row.path)
-                    tar.addfile(_member(f"{row.sample}.{image_ext}", len(data)),
-                                io.BytesIO(data))
-                meta = _encoder.encode(row.columns)
-                tar.addfile(_member(f"{row.sample}.json", len(meta)), io.BytesIO(meta))
-        raw.flush()
-        os.fsync(raw.fileno())
-        return raw.tell()
+) -> None:
+    """Write ``rows`` as WebDataset samples (``<sample>.<image_ext>`` + ``<sample>.json``,
+    the image left out when ``read`` is None) to ``out``."""
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for row in rows:
+            if read is not None and image_ext is not None:
+                data = read(row.path)
+                tar.addfile(_member(f"{row.sample}.{image_ext}", len(data)), io.BytesIO(data))
+            meta = _encoder.encode(row.columns)
+            tar.addfile(_member(f"{row.sample}.json", len(meta)), io.BytesIO(meta))
