@@ -17,9 +17,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cometgen"
 #: Top to bottom. Each entry is a tuple of sibling groups; siblings never import each other.
 #: cli > testing: the CLI serves the built-in mock (``cometgen mock-server``, keyless runs).
 LAYERS: list[tuple[tuple[str, ...], ...]] = [
-    (("cometgen", "cometgen.__main__", "cometgen._cli"),),
+    (("cometgen", "cometgen.__main__", "cometgen._cli", "cometgen._cli._export_cmd",
+      "cometgen._cli._gallery_cmd"),),
     (("cometgen.testing",),),
-    (("cometgen._bulk",),),
+    (("cometgen._bulk", "cometgen._bulk._export", "cometgen._bulk._export_rows",
+      "cometgen._bulk._export_formats", "cometgen._bulk._dataset_card",
+      "cometgen._bulk._gallery", "cometgen._bulk._gallery_html"),),
     (("cometgen._client", "cometgen._chat", "cometgen._sync", "cometgen._request",
       "cometgen._lifecycle", "cometgen._call_errors", "cometgen._hooks",
       "cometgen._sync_client"),),
