@@ -23,9 +23,8 @@ from typing import Any, BinaryIO, Final, Literal
 import msgspec
 
 from .._exceptions import ConfigError
-from .._files import cleanup_temp_files, extension_for, write_atomic_sync
+from .._files import atomic_write, cleanup_temp_files, extension_for, write_atomic_sync
 from ._dataset_card import card_text
-from ._export_atomic import atomic_write
 from ._export_formats import (
     USAGE_FIELDS,
     Row,
