@@ -29,13 +29,16 @@ import anyio.lowlevel
 import anyio.to_thread
 
 __all__ = [
+    "IMAGES_DIR",
     "TEMP_PATTERN",
     "atomic_write",
     "cleanup_temp_files",
     "extension_for",
     "fsync_dir",
     "image_file_name",
+    "image_path",
     "is_temp_name",
+    "make_dirs",
     "safe_stem",
     "sync_files",
     "temp_name_for",
@@ -257,6 +260,37 @@ def image_file_name(key: str, id: str | None, index_suffix: int | None, extensio
     return f"{stem}.{ext}"
 
 
+#: Folder of OUTDIR holding the images, two levels of 256 folders deep (see ``image_path``).
+IMAGES_DIR: Final = "images"
+
+
+def image_path(key: str, id: str | None, index_suffix: int | None, extension: str) -> str:
+    """The path, relative to OUTDIR with ``/`` separators, of one image of item ``key``:
+    ``images/<2 hex>/<2 hex>/<image_file_name(...)>``, the hex being the first 4 of
+    ``sha256(key)``. Derived from the key alone, so a resumed run finds (adopts) an image
+    written before a crash; and no folder ever holds more than 256 folders or, below
+    about 650 million images, more than 10,000 files (the Hugging Face Hub's limit).
+    """
+    bucket = _short_hash(key, 4)
+    name = image_file_name(key, id, index_suffix, extension)
+    return f"{IMAGES_DIR}/{bucket[:2]}/{bucket[2:]}/{name}"
+
+
+def make_dirs(root: str | os.PathLike[str], rel_dir: str) -> None:
+    """Create ``root/rel_dir`` and any missing parents, each new entry made durable (its
+    parent fsynced) before returning, so a file later synced there cannot lose its path
+    in a power loss. Blocking."""
+    base = os.fspath(root)
+    path = base
+    for part in rel_dir.split("/"):
+        parent, path = path, os.path.join(path, part)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        fsync_dir(parent)
+
+
 def _is_bad_extension(ext: str) -> bool:
     return "." in ext or any(_is_unsafe(ch) or ch == " " for ch in ext)
 
@@ -268,7 +302,8 @@ def extension_for(mime_type: str) -> str:
 
 
 def cleanup_temp_files(out_dir: str | os.PathLike[str]) -> int:
-    """Remove stale atomic-write temp files in ``out_dir`` and its direct subfolders.
+    """Remove stale atomic-write temp files in ``out_dir``, its direct subfolders and the
+    image folders (``images/*/*``).
 
     Call at run start, before any write of this run begins (an in-flight write of a
     concurrent run would lose its temp file). Blocking: from async code use
@@ -281,6 +316,10 @@ def cleanup_temp_files(out_dir: str | os.PathLike[str]) -> int:
     dirs = [root]
     with os.scandir(root) as it:
         dirs.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+    images = os.path.join(root, IMAGES_DIR)
+    if os.path.isdir(images):
+        for parent in _subdirs(images):
+            dirs.extend(_subdirs(parent))
     for directory in dirs:
         with os.scandir(directory) as it:
             stale = [
@@ -293,3 +332,8 @@ def cleanup_temp_files(out_dir: str | os.PathLike[str]) -> int:
                 continue
             removed += 1
     return removed
+
+
+def _subdirs(path: str) -> list[str]:
+    with os.scandir(path) as it:
+        return [e.path for e in it if e.is_dir(follow_symlinks=False)]

@@ -19,7 +19,7 @@ from .._exceptions import (
     PermissionDeniedError,
     QuotaExhaustedError,
 )
-from .._files import extension_for, image_file_name, write_atomic
+from .._files import extension_for, image_file_name, image_path, make_dirs, write_atomic
 from .._request import build_request, image_part
 from .._result import GenerateResult
 from ._job import WorkItem
@@ -63,6 +63,7 @@ class ItemRunner:
         self.include_text = include_text
         self.job_timeout = job_timeout
         self._stop = stop
+        self._made_dirs: set[str] = set()  # image folders known to exist (<= 65,793)
 
     async def generate(
         self, item: WorkItem, started_at: str, t0: float
@@ -84,6 +85,7 @@ class ItemRunner:
         status = result.outcome
         record = ManifestRecord(
             key=item.key, id=job.id, status=status, model=item.model, prompt=job.prompt,
+            aspect_ratio=item.aspect_ratio, image_size=item.image_size, seed=job.seed,
             index=item.index, line=job.line, started_at=started_at, metadata=job.metadata,
             attempts=result.attempts, maybe_billed=result.maybe_billed,
             latency=round(result.latency, 4), cost=cost, usage=result.usage.as_dict(),
@@ -143,8 +145,7 @@ class ItemRunner:
     ) -> tuple[Outcome, ManifestRecord] | None:
         """An image already on disk under this item's final name, from an interrupted run."""
         assert self.out_dir is not None
-        for mime in _ADOPTABLE:
-            name = _file_name(item, mime)
+        for mime, name in _adoptable_names(item):
             path = self.out_dir / name
             if not path.is_file():  # a stat: cheap enough to do on the loop
                 continue
@@ -165,6 +166,7 @@ class ItemRunner:
                 ManifestRecord(
                     key=item.key, id=job.id, status="done", reason=reason, files=files,
                     model=item.model, prompt=job.prompt, index=item.index, line=job.line,
+                    aspect_ratio=item.aspect_ratio, image_size=item.image_size, seed=job.seed,
                     maybe_billed=True, started_at=started_at, finished_at=now_iso(),
                     metadata=job.metadata,
                 ),
@@ -187,6 +189,7 @@ class ItemRunner:
             ManifestRecord(
                 key=item.key, id=job.id, status="failed", reason=reason,
                 error_type=error_type, model=item.model, prompt=job.prompt,
+                aspect_ratio=item.aspect_ratio, image_size=item.image_size, seed=job.seed,
                 index=item.index, line=job.line, attempts=attempts,
                 maybe_billed=maybe_billed, latency=round(latency, 4),
                 started_at=started_at, finished_at=now_iso(), metadata=job.metadata,
@@ -211,6 +214,10 @@ class ItemRunner:
         files: list[FileRecord] = []
         for i, image in enumerate(result.images):
             name = _file_name(item, image.mime_type, i, len(result.images))
+            folder = name.rpartition("/")[0]
+            if folder not in self._made_dirs:
+                await anyio.to_thread.run_sync(make_dirs, self.out_dir, folder)
+                self._made_dirs.add(folder)
             # No fsync here (group commit): the manifest writer fsyncs the files its
             # records name before it writes those records; temp + rename still means a
             # final name never holds a partial image after kill -9.
@@ -220,12 +227,25 @@ class ItemRunner:
         return files
 
 
-def _file_name(item: WorkItem, mime_type: str, i: int = 0, count: int = 1) -> str:
-    """The name (relative to OUTDIR) of image ``i`` of the ``count`` an item got back."""
-    suffix: int | None = None
+def _suffix(item: WorkItem, i: int = 0, count: int = 1) -> int | None:
     if item.job.n > 1 or count > 1:
-        suffix = item.index if count == 1 else item.index * 100 + i
-    return image_file_name(item.key, item.job.id, suffix, extension_for(mime_type))
+        return item.index if count == 1 else item.index * 100 + i
+    return None
+
+
+def _file_name(item: WorkItem, mime_type: str, i: int = 0, count: int = 1) -> str:
+    """The path (relative to OUTDIR) of image ``i`` of the ``count`` an item got back."""
+    return image_path(item.key, item.job.id, _suffix(item, i, count), extension_for(mime_type))
+
+
+def _adoptable_names(item: WorkItem) -> list[tuple[str, str]]:
+    """Where an unrecorded image of ``item`` may be: its path, then (a folder written by a
+    version before the ``images/`` layout) its name at the top of OUTDIR."""
+    names = [(m, _file_name(item, m)) for m in _ADOPTABLE]
+    suffix = _suffix(item)
+    names += [(m, image_file_name(item.key, item.job.id, suffix, extension_for(m)))
+              for m in _ADOPTABLE]
+    return names
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -74,6 +74,9 @@ class ManifestRecord(Struct, kw_only=True, omit_defaults=True):
     text: list[str] = []
     model: str | None = None
     prompt: str | None = None
+    aspect_ratio: str | None = None  #: as sent (the run's default applied)
+    image_size: str | None = None
+    seed: int | None = None
     index: int = 0
     line: int | None = None
     usage: dict[str, int] | None = None
