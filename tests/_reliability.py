@@ -87,9 +87,12 @@ def scan_out_dir(out: Path) -> tuple[list[Path], list[Path], list[Path]]:
     images, temps, other = [], [], []
     if not out.exists():
         return images, temps, other
-    for p in out.iterdir():
-        if p.name in ("manifest.jsonl", "metadata.jsonl"):
+    nested = (out / "images").rglob("*") if (out / "images").is_dir() else ()
+    for p in [*out.iterdir(), *nested]:
+        if p.name in ("manifest.jsonl", "metadata.jsonl") or p == out / "images":
             continue
+        if p.is_dir() and p.parent.is_relative_to(out / "images"):
+            continue  # an image folder: images/<2 hex>/<2 hex>/
         if is_temp_name(p.name):
             temps.append(p)
         elif p.suffix in IMAGE_SUFFIXES and p.is_file():
@@ -135,7 +138,8 @@ def check_final_state(out: Path, expected: dict[str, str]) -> list[str]:
         problems.append(f"temp files left: {[p.name for p in temps][:5]}")
     if other:
         problems.append(f"unexpected files: {[p.name for p in other][:5]}")
-    if orphans := sorted(p.name for p in images if p.name not in referenced):
+    rel = (p.relative_to(out).as_posix() for p in images)
+    if orphans := sorted(r for r in rel if r not in referenced):
         problems.append(f"image files no record points at: {orphans[:5]}")
     if bad := check_images_complete(out):
         problems.append(f"incomplete images under a final name: {bad[:5]}")
@@ -208,11 +212,8 @@ class TortureReport:
 
 
 def _count_images(out: Path) -> int:
-    try:
-        with os.scandir(out) as it:
-            return sum(1 for e in it if e.name.endswith(IMAGE_SUFFIXES))
-    except FileNotFoundError:
-        return 0
+    # Images live in out/images/<2 hex>/<2 hex>/ (older folders: directly in out).
+    return sum(1 for _, _, names in os.walk(out) for n in names if n.endswith(IMAGE_SUFFIXES))
 
 
 def crash_torture(

@@ -89,7 +89,7 @@ async def test_files_manifest_metadata_and_resume(tmp_path: Path) -> None:
         for record in records:
             for f in record["files"]:  # type: ignore[union-attr]
                 path = (out / f["path"]).resolve()
-                assert path.parent == out.resolve()
+                assert path.parent.parent.parent.parent == out.resolve()  # images/ab/cd/
         meta = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
         assert len(meta) == 6 and all((out / m["file_name"]).exists() for m in meta)
         assert {m["i"] for m in meta} == set(range(6))
@@ -137,9 +137,9 @@ async def test_cancelling_the_caller_cancels_cleanly(tmp_path: Path) -> None:
         assert (await client.generate("after")).ok
     records = manifest(tmp_path)
     done = {r["key"] for r in records if r["status"] == "done"}
-    files = {p.name for p in tmp_path.iterdir() if p.suffix == ".jpg"}
+    files = {p.name for p in tmp_path.rglob("*.jpg")}
     assert files == {f"{k}.jpg" for k in done}
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+    assert not [p for p in tmp_path.rglob(".*") if "tmp" in p.name]
 
 
 async def test_max_cost_stops_dispatching() -> None:

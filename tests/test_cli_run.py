@@ -83,7 +83,8 @@ def test_readme_quick_start_on_embedded_mock(tmp_path: Path) -> None:
     out = tmp_path / "out"
     recs = latest(out)
     assert len(recs) == 11 and all(r["status"] == "done" for r in recs.values())
-    images = sorted(p.name for p in out.iterdir() if p.suffix in (".jpg", ".png"))
+    images = sorted(p.relative_to(out).as_posix() for p in (out / "images").rglob("*")
+                    if p.suffix in (".jpg", ".png"))
     assert len(images) == 11
     meta = [json.loads(x) for x in (out / "metadata.jsonl").read_text().splitlines()]
     assert sorted(m["file_name"] for m in meta) == images
@@ -166,7 +167,7 @@ def test_kill_9_then_resume_never_resends_done(tmp_path: Path) -> None:
             for key in done_before:
                 prompt = f"kill test {key[1:]}"
                 assert server.stats.billed_by_prompt.get(prompt) == billed_before.get(prompt)
-            for image in out.glob("*.jpg"):  # never a half-written image under a final name
+            for image in out.rglob("*.jpg"):  # never a half-written image under a final name
                 data = image.read_bytes()
                 assert data[:3] == b"\xff\xd8\xff" and data[-2:] == b"\xff\xd9", image
         done_before = {k for k, r in latest(out).items() if r["status"] == "done"}
@@ -178,7 +179,7 @@ def test_kill_9_then_resume_never_resends_done(tmp_path: Path) -> None:
             assert server.stats.billed_by_prompt[prompt] == billed_before[prompt]
     recs = latest(out)
     assert len(recs) == 300 and all(r["status"] == "done" for r in recs.values())
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     for r in recs.values():
         for f in r["files"]:  # type: ignore[union-attr]
             data = (out / f["path"]).read_bytes()

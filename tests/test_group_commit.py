@@ -18,7 +18,7 @@ from cometgen._bulk._manifest_writer import ManifestWriter
 from cometgen._cli import _loop
 from cometgen._cli._loop import want_uvloop
 from cometgen._exceptions import ConfigError
-from cometgen._files import sync_files, write_atomic
+from cometgen._files import image_path, sync_files, write_atomic
 from cometgen.testing import MockServer
 from cometgen.testing._images import make_jpeg
 
@@ -108,8 +108,8 @@ async def test_batch_images_are_synced_by_the_manifest_flush(
 
     def spy(directory: Any, names: list[str]) -> None:
         on_disk = set(_keys(tmp_path)) if (tmp_path / MANIFEST_NAME).exists() else set()
-        assert not on_disk & {n.rsplit(".", 1)[0] for n in names}
-        synced.extend(names)
+        assert not on_disk & {n.rsplit("/", 1)[-1].rsplit(".", 1)[0] for n in names}
+        synced.extend(n.rsplit("/", 1)[-1] for n in names)
         real(directory, names)
 
     monkeypatch.setattr(_manifest_writer, "sync_files", spy)
@@ -120,7 +120,7 @@ async def test_batch_images_are_synced_by_the_manifest_flush(
         async with cometgen.Batch(client, out_dir=tmp_path, concurrency=8) as batch:
             await batch.run_all(jobs)
     assert sorted(synced) == sorted(f"p{i}.jpg" for i in range(20))
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 @pytest.mark.anyio
@@ -155,8 +155,8 @@ async def test_batch_fsyncs_images_and_folder_before_appending_their_records(
         async with cometgen.Batch(client, out_dir=out, concurrency=8) as batch:
             await batch.run_all(jobs)
     assert batch.stats.done == 40
-    folder = out.stat().st_ino
-    image_inode = {f"p{i}": (out / f"p{i}.jpg").stat().st_ino for i in range(40)}
+    paths = {f"p{i}": out / image_path(f"p{i}", f"p{i}", None, "jpg") for i in range(40)}
+    image_inode = {key: path.stat().st_ino for key, path in paths.items()}
     appended: set[str] = set()
     for position, (kind, value) in enumerate(events):
         if kind != "append":
@@ -165,7 +165,8 @@ async def test_batch_fsyncs_images_and_folder_before_appending_their_records(
         for key in value:
             inode = image_inode[key]
             synced_at = max(i for i, e in enumerate(before) if e == ("fsync", inode))
-            # ...and the folder (the rename) after the image, still before the record.
+            # ...and its folder (the rename) after the image, still before the record.
+            folder = paths[key].parent.stat().st_ino
             assert ("fsync", folder) in before[synced_at:], key
             appended.add(key)
     assert appended == set(image_inode)
@@ -192,8 +193,8 @@ async def test_resume_does_not_adopt_an_empty_or_torn_image(tmp_path: Path) -> N
                                       .splitlines())}
     assert "adopted" in recs["whole"]["reason"]
     assert "reason" not in recs["empty"] and "reason" not in recs["torn"]
-    for key in ("empty", "torn"):
-        data = (tmp_path / f"{key}.jpg").read_bytes()
+    for key in ("empty", "torn"):  # generated again, into the images/ layout
+        data = (tmp_path / recs[key]["files"][0]["path"]).read_bytes()
         assert data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")
 
 
@@ -229,4 +230,4 @@ def test_cli_run_on_each_loop(tmp_path: Path, loop: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["done"] == 5
-    assert len(list(out.glob("i*.jpg"))) == 5
+    assert len(list(out.rglob("i*.jpg"))) == 5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -186,8 +187,11 @@ def test_hostile_ids_never_write_outside_outdir(drawn: list[str]) -> None:
         anyio.run(main, backend="asyncio")
         outside = {p for p in _tree(root) if not p.startswith(os.path.join("a", "b", "out"))}
         assert outside == {os.path.join("a", "sibling.txt")}
-        assert all(os.path.dirname(p) == os.path.join("a", "b", "out") for p in _tree(root)
-                   if p not in outside)
+        top = os.path.join("a", "b", "out")
+        image_dir = re.compile(r"images/[0-9a-f]{2}/[0-9a-f]{2}")  # out/images/<hex>/<hex>/
+        assert all(os.path.dirname(p) == top
+                   or image_dir.fullmatch(os.path.relpath(os.path.dirname(p), top))
+                   for p in _tree(root) if p not in outside)
         records: dict[str, Any] = {}
         # Split on "\n" only: str.splitlines() also breaks at U+0085 / U+2028, which JSON
         # strings (an id here) may hold raw.
@@ -197,7 +201,8 @@ def test_hostile_ids_never_write_outside_outdir(drawn: list[str]) -> None:
         assert set(records) == set(HOSTILE_IDS + drawn)
         names = [f["path"] for r in records.values() for f in r["files"]]
         assert len(names) == len(set(names)) == len(records)  # distinct ids, distinct files
-        assert all("/" not in n and "\\" not in n and not n.startswith(".") for n in names)
+        base = [n.removeprefix("images/").split("/", 2)[2] for n in names]  # images/ab/cd/
+        assert all("/" not in n and "\\" not in n and not n.startswith(".") for n in base)
         assert {"manifest.jsonl", "metadata.jsonl"} | set(names) == {
-            p.name for p in out.iterdir()}
+            p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
         assert scan_out_dir(out)[1] == []
