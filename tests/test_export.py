@@ -19,7 +19,7 @@ from _mock_run import cli, latest, make_run
 from PIL import Image
 
 from cometgen._bulk._export import STATE_NAME, export_dataset, parse_size
-from cometgen._bulk._export_rows import sample_key
+from cometgen._bulk._export_rows import metadata_columns, sample_key
 from cometgen._exceptions import ConfigError
 
 COLUMNS = ["image", "prompt", "id", "key", "model", "aspect_ratio", "image_size", "seed",
@@ -196,3 +196,9 @@ def test_missing_pyarrow_says_how_to_install(run_dir: Path, tmp_path: Path) -> N
                           timeout=60)
     assert proc.returncode == 2
     assert "pip install 'cometgen[datasets]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_metadata_names_never_replace_a_column() -> None:
+    assert metadata_columns({"reason": 1, "key": 2, "file_name": 3, "x": 4}) == {
+        "metadata_reason": 1, "metadata_key": 2, "metadata_file_name": 3, "x": 4}
+    assert metadata_columns(["a"]) == {"metadata": ["a"]} and metadata_columns(None) == {}

@@ -44,6 +44,9 @@ FAILURE_COLUMNS: Final = (
 )
 
 
+_TAKEN: Final = frozenset(FIXED_COLUMNS) | frozenset(FAILURE_COLUMNS) | {"file_name"}
+
+
 class ExportFile(Struct, frozen=True, kw_only=True):
     path: str
     sha256: str = ""
@@ -134,15 +137,15 @@ class ManifestScan:
 
 def metadata_columns(metadata: Any) -> dict[str, Any]:
     """User metadata as columns, as in ``metadata.jsonl``: a dict is flattened one level (a
-    name clashing with a fixed column becomes ``metadata_<name>``), another value becomes
-    a ``metadata`` column."""
+    name clashing with a column of either table becomes ``metadata_<name>``), another value
+    becomes a ``metadata`` column."""
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
         return {"metadata": metadata}
     out: dict[str, Any] = {}
     for name, value in metadata.items():
-        column = f"metadata_{name}" if name in FIXED_COLUMNS or name == "file_name" else name
+        column = f"metadata_{name}" if name in _TAKEN else name
         out.setdefault(str(column), value)
     return out
 
