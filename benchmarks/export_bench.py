@@ -2,11 +2,12 @@
 
 The run is synthesized directly (no HTTP: generating 200k images through the mock would
 only measure the run, which ``scale.py`` already does): the mock's own PNG and JPEG
-images (64x64, about 0.3 and 0.7 kB, alternating, written once each under
-``images/NNN/``, 1,000 per folder) and a ``manifest.jsonl`` of done records shaped like a
-real run's (prompt, usage, cost, latency, metadata), 2% of them ``failed``. Each export
-runs in its own process (``cometgen export ... --include-failed``); the figures are its
-wall time, items/s and peak RSS (``VmHWM`` of that process).
+images (64x64, about 0.3 and 0.7 kB, alternating, one file per item at the path a run
+would use, ``images/<line // 100000>/<line // 100 % 1000>/``) and a ``manifest.jsonl``
+of done records shaped like a real run's (prompt, usage, cost, latency, metadata), 2% of
+them ``failed``. Each export runs in its own process (``cometgen export ...
+--include-failed``); the figures are its wall time, items/s and peak RSS (``VmHWM`` of
+that process).
 
     .venv/bin/python benchmarks/export_bench.py [--items 200000] [--dir /tmp/x] [--json]
 """
@@ -23,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cometgen._files import image_path
 from cometgen.testing._images import make_jpeg, make_png
 
 BARS = {"items_per_s": 2000.0, "peak_rss_mb": 300.0}
@@ -36,6 +38,7 @@ def synthesize(root: Path, items: int) -> None:
     images = {"image/png": (make_png(64, 64), "png"), "image/jpeg": (make_jpeg(64, 64), "jpg")}
     sums = {m: hashlib.sha256(d).hexdigest() for m, (d, _) in images.items()}
     lines = []
+    made: set[str] = set()
     for i in range(items):
         key = f"item-{i:07d}"
         if i % 50 == 49:
@@ -46,10 +49,11 @@ def synthesize(root: Path, items: int) -> None:
             continue
         mime = "image/png" if i % 2 else "image/jpeg"
         data, ext = images[mime]
-        folder = root / "images" / f"{i // 1000:03d}"
-        if i % 1000 == 0 or not folder.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-        path = f"images/{i // 1000:03d}/{key}.{ext}"
+        path = image_path(key, key, None, ext, i + 1)  # where `cometgen run` puts line i+1
+        folder = path.rsplit("/", 1)[0]
+        if folder not in made:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            made.add(folder)
         (root / path).write_bytes(data)
         lines.append(json.dumps({
             "key": key, "id": key, "status": "done",

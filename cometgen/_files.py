@@ -30,6 +30,7 @@ import anyio.to_thread
 
 __all__ = [
     "IMAGES_DIR",
+    "LINES_PER_FOLDER",
     "TEMP_PATTERN",
     "atomic_write",
     "cleanup_temp_files",
@@ -260,20 +261,32 @@ def image_file_name(key: str, id: str | None, index_suffix: int | None, extensio
     return f"{stem}.{ext}"
 
 
-#: Folder of OUTDIR holding the images, two levels of 256 folders deep (see ``image_path``).
+#: Folder of OUTDIR holding the images, two folder levels deep (see ``image_path``).
 IMAGES_DIR: Final = "images"
+#: Input lines per leaf folder: with at most 64 images a line, at most 6,400 files.
+LINES_PER_FOLDER: Final = 100
 
 
-def image_path(key: str, id: str | None, index_suffix: int | None, extension: str) -> str:
-    """The path, relative to OUTDIR with ``/`` separators, of one image of item ``key``:
-    ``images/<2 hex>/<2 hex>/<image_file_name(...)>``, the hex being the first 4 of
-    ``sha256(key)``. Derived from the key alone, so a resumed run finds (adopts) an image
-    written before a crash; and no folder ever holds more than 256 folders or, below
-    about 650 million images, more than 10,000 files (the Hugging Face Hub's limit).
+def image_path(
+    key: str, id: str | None, index_suffix: int | None, extension: str, line: int | None = None
+) -> str:
+    """The path, relative to OUTDIR with ``/`` separators, of one image of item ``key``.
+
+    ``images/<line // 100000:04>/<line // 100 % 1000:03>/<image_file_name(...)>`` for an
+    item read from input line ``line``: neighbouring lines finish together, so a manifest
+    flush syncs one or two folders, not one per image. Without a line (jobs built in
+    Python) ``images/h<2 hex>/<2 hex>/``, from ``sha256(key)``. Either way the path
+    follows from the item alone (a resumed run adopts an image written before a crash),
+    no folder holds more than 1,000 folders, and a leaf at most 6,400 files (the Hugging
+    Face Hub refuses folders of more than 10,000) at any realistic run size.
     """
-    bucket = _short_hash(key, 4)
     name = image_file_name(key, id, index_suffix, extension)
-    return f"{IMAGES_DIR}/{bucket[:2]}/{bucket[2:]}/{name}"
+    if line is not None and line >= 0:
+        folder = f"{line // (LINES_PER_FOLDER * 1000):04d}/{line // LINES_PER_FOLDER % 1000:03d}"
+    else:
+        bucket = _short_hash(key, 4)
+        folder = f"h{bucket[:2]}/{bucket[2:]}"
+    return f"{IMAGES_DIR}/{folder}/{name}"
 
 
 def make_dirs(root: str | os.PathLike[str], rel_dir: str) -> None:

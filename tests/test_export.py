@@ -60,6 +60,7 @@ def test_parquet_loads_every_done_row(run_dir: Path, tmp_path: Path) -> None:
     report = export_dataset(run_dir, tmp_path / "ds", format="parquet", max_per_shard=7)
     expected = done_files(run_dir)
     assert {f["mime_type"] for f in expected.values()} == {"image/png", "image/jpeg"}
+    assert all(p.startswith("images/0000/000/") for p in expected)  # lines 1-24: one folder
     assert report.rows == len(expected) == 20 and report.shards == 3
     ds = load("parquet", tmp_path / "ds")
     assert isinstance(ds.features["image"], datasets.Image)  # from the schema metadata

@@ -44,19 +44,25 @@ def jobs(n: int) -> list[cometgen.Job]:
                          metadata={"i": i}) for i in range(n)]
 
 
-def test_image_path_is_two_hex_levels_from_the_key() -> None:
-    digest = hashlib.sha256(b"cat").hexdigest()
-    assert image_path("cat", None, None, "png") == f"images/{digest[:2]}/{digest[2:4]}/cat.png"
-    assert image_path("cat", None, None, "png").endswith(image_file_name("cat", None, None,
-                                                                         "png"))
+def test_image_path_from_the_line_or_the_key() -> None:
+    assert image_path("cat", None, None, "png", 1) == "images/0000/000/cat.png"
+    assert image_path("cat", None, None, "png", 123_456) == "images/0001/234/cat.png"
+    digest = hashlib.sha256(b"cat").hexdigest()  # no line: jobs built in Python
+    assert image_path("cat", None, None, "png") == f"images/h{digest[:2]}/{digest[2:4]}/cat.png"
+    assert image_path("Cat", "Cat", 3, "png", 7).endswith(image_file_name("Cat", "Cat", 3, "png"))
 
 
-def test_no_folder_over_10000_files_at_a_million_images() -> None:
-    leaves = Counter(image_path(f"item-{i}", None, None, "png").rsplit("/", 1)[0]
-                     for i in range(1_000_000))
-    assert max(leaves.values()) < 100  # ~15 expected: far below the Hub's 10,000
-    tops = Counter(leaf.split("/")[1] for leaf in leaves)
-    assert len(tops) == 256 and max(tops.values()) <= 256
+@pytest.mark.parametrize("by_line", [True, False])
+def test_no_folder_over_10000_files_at_a_million_prompts(by_line: bool) -> None:
+    # Worst case by line: every prompt asks for the maximum number of images (n=64).
+    n = 64 if by_line else 1
+    files = Counter(image_path(f"item-{i}", None, j if n > 1 else None, "png",
+                               i + 1 if by_line else None).rsplit("/", 1)[0]
+                    for i in range(1_000_000 // n * (n if not by_line else 1))
+                    for j in range(n))
+    assert max(files.values()) <= 6_400
+    folders = Counter(leaf.rsplit("/", 1)[0] for leaf in files)
+    assert max(folders.values()) <= 1_000 and len({f.split("/")[1] for f in files}) <= 1_000
 
 
 @pytest.mark.anyio
@@ -67,7 +73,7 @@ async def test_run_writes_nested_images_and_stays_an_imagefolder(tmp_path: Path)
                                                      "metadata.jsonl"]
     for rec in records(out).values():
         (file,) = rec["files"]  # type: ignore[misc]
-        assert file["path"].startswith("images/") and file["path"].count("/") == 3
+        assert file["path"].startswith("images/h") and file["path"].count("/") == 3
         assert (out / file["path"]).is_file()
     ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
     assert len(ds) == 12 and sorted(ds["i"]) == list(range(12))

@@ -235,7 +235,8 @@ def _suffix(item: WorkItem, i: int = 0, count: int = 1) -> int | None:
 
 def _file_name(item: WorkItem, mime_type: str, i: int = 0, count: int = 1) -> str:
     """The path (relative to OUTDIR) of image ``i`` of the ``count`` an item got back."""
-    return image_path(item.key, item.job.id, _suffix(item, i, count), extension_for(mime_type))
+    return image_path(item.key, item.job.id, _suffix(item, i, count), extension_for(mime_type),
+                      item.job.line)
 
 
 def _adoptable_names(item: WorkItem) -> list[tuple[str, str]]:
