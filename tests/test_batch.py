@@ -29,13 +29,14 @@ async def test_in_memory_outcomes_are_values() -> None:
         cometgen.Job(prompt="a fox", id="fox"),
         cometgen.Job(prompt="x [[mock:block]]", id="blocked"),
         cometgen.Job(prompt="x [[mock:no_image]]", id="noimg"),
-        cometgen.Job(prompt="x [[mock:429_daily]]", id="quota"),
         cometgen.Job(prompt="two cats", id="cats", n=2),
+        # Last: a quota error halts the batch; every item before it was already taken.
+        cometgen.Job(prompt="x [[mock:429_daily]]", id="quota"),
     ]
     async with MockServer() as server, client_for(server) as client:
         async with cometgen.Batch(client, concurrency=4) as batch:
             outcomes = {o.key: o async for o in batch.run(jobs)}
-    assert set(outcomes) == {"fox", "blocked", "noimg", "quota", "cats-0", "cats-1"}
+    assert set(outcomes) == {"fox", "blocked", "noimg", "quota", "cats", "cats-1"}
     fox = outcomes["fox"]
     assert isinstance(fox, cometgen.Done)
     assert fox.images and fox.images[0].data[:3] == b"\xff\xd8\xff"
@@ -102,11 +103,11 @@ async def test_files_manifest_metadata_and_resume(tmp_path: Path) -> None:
 
 
 async def test_failed_items_resent_only_with_retry_failed(tmp_path: Path) -> None:
-    jobs = [cometgen.Job(prompt="x [[mock:429_daily:1]]", id="q")]
+    jobs = [cometgen.Job(prompt="x [[mock:malformed:1]]", id="q")]
     async with MockServer() as server, client_for(server) as client:
         async with cometgen.Batch(client, out_dir=tmp_path) as batch:
             stats = await batch.run_all(jobs)
-        assert stats.failed == 1 and batch.stats.stop_reason == "quota"
+        assert stats.failed == 1 and batch.stats.stop_reason is None
         async with cometgen.Batch(client, out_dir=tmp_path) as batch:
             await batch.run_all(jobs)
         assert server.stats.requests == 1

@@ -239,17 +239,17 @@ def test_usage_errors_exit_2_without_traceback(
     assert "Traceback" not in proc.stderr
 
 
-def test_quota_and_auth_stop_with_exit_3(tmp_path: Path) -> None:
+def test_quota_and_auth_halt_with_exit_4(tmp_path: Path) -> None:
     rows = [{"prompt": "x [[mock:429_daily]]"}] + [{"prompt": f"p{i}"} for i in range(20)]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     with MockServer().run_in_thread() as server:
         proc = run_cli("run", str(src), "-o", str(tmp_path / "a"), "--concurrency", "1",
                        *remote(server))
-        assert proc.returncode == 3, proc.stderr
+        assert proc.returncode == 4, proc.stderr
         assert "quota" in proc.stderr
     with MockServer(api_key="the-right-key").run_in_thread() as server:
         proc = run_cli("run", str(src), "-o", str(tmp_path / "b"), *remote(server))
-        assert proc.returncode == 3, proc.stderr
+        assert proc.returncode == 4, proc.stderr
         assert KEY not in proc.stderr + proc.stdout
         assert KEY not in (tmp_path / "b" / "manifest.jsonl").read_text()
 
@@ -292,9 +292,18 @@ def _interrupt(tmp_path: Path, signals: int) -> None:
             # Graceful: requests in flight finished and were recorded.
             assert all(r["status"] == "done" for r in first.values())
             assert server.stats.billed_total == len(first)
+        # Cut requests (second Ctrl-C) are recorded failed, possibly billed: never resent
+        # silently.
+        cut = [r for r in first.values() if r["status"] != "done"]
+        assert all(r["reason"] == "interrupted" and r["maybe_billed"] is True for r in cut)
         billed = dict(server.stats.billed_by_prompt)
         again = subprocess.run(args, env=env(), capture_output=True, text=True, timeout=60)
-        assert again.returncode == 0, again.stderr
+        # The exit code describes the folder: the cut items stay failed.
+        assert again.returncode == (1 if cut else 0), again.stderr
+        if cut:
+            again = subprocess.run([*args, "--retry-failed"], env=env(), capture_output=True,
+                                   text=True, timeout=60)
+            assert again.returncode == 0, again.stderr
         for key, rec in first.items():
             if rec["status"] == "done":
                 prompt = f"sig {key[1:]}"

@@ -42,8 +42,9 @@ def test_id_is_the_key_when_n_is_1() -> None:
     assert keys(Job(prompt="x", id="fox")) == ["fox"]
 
 
-def test_id_keys_for_n_images_are_numbered_from_0() -> None:
-    assert keys(Job(prompt="x", id="fox", n=3)) == ["fox-0", "fox-1", "fox-2"]
+def test_id_keys_for_n_images_keep_the_first_as_the_id() -> None:
+    # Raising n from 1 to 3 keeps the key of the first image: only the new ones are sent.
+    assert keys(Job(prompt="x", id="fox", n=3)) == ["fox", "fox-1", "fox-2"]
 
 
 def test_hash_key_is_pinned_across_versions() -> None:
@@ -128,8 +129,10 @@ def test_work_items_carry_resolved_options() -> None:
     job = Job(prompt="p", n=2, id="j")
     items = expand(job, default_model="models/" + FLASH)
     assert items == [
-        WorkItem(key="j-0", job=job, index=0, model=FLASH, aspect_ratio=None, image_size="1K"),
-        WorkItem(key="j-1", job=job, index=1, model=FLASH, aspect_ratio=None, image_size="1K"),
+        WorkItem(key="j", job=job, index=0, model=FLASH, aspect_ratio=None, image_size="1K",
+                 fingerprint=items[0].fingerprint),
+        WorkItem(key="j-1", job=job, index=1, model=FLASH, aspect_ratio=None, image_size="1K",
+                 fingerprint=items[0].fingerprint),
     ]
 
 
@@ -246,10 +249,10 @@ def test_ids_only_change_keys(
     named = expand(Job(**fields, id=job_id), default_model=FLASH)
     assert len(named) == len(anonymous) == n
     for a, b in zip(anonymous, named, strict=True):
-        assert dataclasses.replace(b, key=a.key, job=a.job) == a
+        assert dataclasses.replace(b, key=a.key, job=a.job, fingerprint=None) == a
         assert dataclasses.replace(b.job, id=None) == a.job
         assert a.key.startswith("h-")
-    assert [i.key for i in named] == ([job_id] if n == 1 else [f"{job_id}-{i}" for i in range(n)])
+    assert [i.key for i in named] == [job_id] + [f"{job_id}-{i}" for i in range(1, n)]
     assert len({i.key for i in anonymous}) == n
 
 

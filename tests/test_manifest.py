@@ -362,6 +362,8 @@ async def test_metadata_jsonl_imagefolder_layout(tmp_path: Path) -> None:
         "failed": 1,
         "maybe_billed": 0,
         "corrupt_lines": 1,
+        "cost_usd": 0.0,
+        "endpoint": None,
     }
 
 

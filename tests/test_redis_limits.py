@@ -230,7 +230,7 @@ async def test_client_and_batch_use_the_shared_limiter(redis_url: str, tmp_path:
             result = await client.generate("a red apple")
             assert result.images
             async with Batch(client, concurrency=3) as batch:
-                assert isinstance(batch.client.limiter, RedisLimiter)
+                assert isinstance(batch.gate.inner, RedisLimiter)  # behind the stop gate
                 assert batch.client.limiter.namespace == limits.namespace
                 stats = await batch.run_all([cometgen.Job(prompt=f"cat {i}") for i in range(6)])
             assert stats.done == 6

@@ -107,14 +107,14 @@ def test_cli_at_debug_level_never_shows_the_key(tmp_path: Path) -> None:
     with MockServer(latency=0.01).run_in_thread() as server:
         good = run("run", str(src), "-o", "out", "-vv", "--json", "--max-attempts", "2",
                    "--base-url", server.url, "--api-key", SECRET)
-        assert good.returncode == 3, good.stderr  # 429_daily stops the run
+        assert good.returncode == 4, good.stderr  # 429_daily halts the run
         assert "DEBUG" in good.stderr or "INFO" in good.stderr
         run("run", str(src), "-o", "out2", "-vv", "--base-url", server.url,
             COMETAPI_KEY=SECRET)
     with MockServer(api_key="the-right-key").run_in_thread() as server:
         wrong = run("run", str(src), "-o", "out3", "-vv", "--base-url", server.url,
                     "--api-key", SECRET)
-        assert wrong.returncode == 3, wrong.stderr
+        assert wrong.returncode == 4, wrong.stderr
         assert "API key not valid" in wrong.stderr
     (tmp_path / "bad.toml").write_text(f'api_key = "{SECRET}"\nconcurrency = "many"\n')
     (tmp_path / "bad2.toml").write_text(f'api_key = "{SECRET}"\nbase_url = "ftp://x"\n')

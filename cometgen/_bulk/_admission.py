@@ -1,13 +1,15 @@
-"""Which work items a ``Batch`` sends: dedupe, shard and resume filters, and the budget."""
+"""Which work items a ``Batch`` sends: dedupe, shard, resume and changed-request filters, and
+the budget (the folder's: earlier runs' recorded spend counts)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 
-from ._job import WorkItem
-from ._manifest import ManifestState, should_send
+from ._job import WorkItem, legacy_first_key
+from ._manifest import STATUS_FAILED, ManifestState, should_send
 from ._pricing import PriceTable
+from ._provenance import changed_request
 from ._stats import BatchStats
 
 __all__ = ["Admission", "Budget", "shard_of"]
@@ -29,10 +31,12 @@ class Admission:
         *,
         shard: tuple[int, int] | None,
         retry_failed: bool,
+        regenerate_changed: bool = False,
     ) -> None:
         self.stats = stats
         self.shard = shard
         self.retry_failed = retry_failed
+        self.regenerate_changed = regenerate_changed
         #: The manifest read at start (set by ``Batch`` when it has an output folder).
         self.state: ManifestState | None = None
         self._seen: set[str] = set()
@@ -43,27 +47,53 @@ class Admission:
             self.stats.duplicates += 1
             logger.warning("duplicate key %r (line %s): generated once", item.key, item.job.line)
             return False
+        state = self.state
+        if state is not None and changed_request(state, item):
+            self._seen.add(item.key)
+            if self.regenerate_changed:
+                return self._first_seen(item.key, retry_failed=True, resend=True)
+            self.stats.changed += 1
+            logger.warning("%r (line %s) was done for a different request: skipped (pass "
+                           "--regenerate-changed to generate it again)", item.key, item.job.line)
+            return False
+        # Folders from before stable keys named the first of n > 1 images "id-0".
+        legacy = legacy_first_key(item)
+        if state is not None and legacy is not None and not should_send(
+            state, legacy, retry_failed=False
+        ):
+            self._seen.add(item.key)
+            self.stats.skipped += 1
+            return False
         return self._first_seen(item.key, retry_failed=self.retry_failed)
+
+    def regenerating(self, item: WorkItem) -> bool:
+        """``item`` is sent again because its id was done for a different request."""
+        return (self.regenerate_changed and self.state is not None
+                and changed_request(self.state, item))
 
     def admit_bad_line(self, key: str) -> bool:
         """Whether to record a line that could not be read as failed (silent on duplicates)."""
         return key not in self._seen and self._first_seen(key, retry_failed=True)
 
-    def _first_seen(self, key: str, *, retry_failed: bool) -> bool:
+    def _first_seen(self, key: str, *, retry_failed: bool, resend: bool = False) -> bool:
         self._seen.add(key)
         if self.shard is not None and shard_of(key, self.shard[1]) != self.shard[0]:
             self.stats.other_shard += 1
             return False
-        if self.state is not None and not should_send(
-            self.state, key, retry_failed=retry_failed
-        ):
-            self.stats.skipped += 1
+        if resend or self.state is None:
+            return True
+        if not should_send(self.state, key, retry_failed=retry_failed):
+            if self.state.status(key) == STATUS_FAILED:
+                self.stats.skipped_failed += 1  # the folder still holds it failed
+            else:
+                self.stats.skipped += 1
             return False
         return True
 
 
 class Budget:
-    """``max_cost``: the spent cost plus the projected cost of the items in flight."""
+    """``max_cost``: the folder's spend (earlier runs' records, ``stats.prior_cost``, plus this
+    run's) and the projected cost of the items in flight."""
 
     def __init__(self, stats: BatchStats, prices: PriceTable, max_cost: float | None) -> None:
         self.stats = stats
@@ -84,7 +114,8 @@ class Budget:
         if self.max_cost is None:
             return True
         projected = self._projected(item)
-        if self.stats.cost + self._in_flight + projected > self.max_cost:
+        spent = self.stats.prior_cost + self.stats.cost
+        if spent + self._in_flight + projected > self.max_cost:
             return False
         self._in_flight += projected
         return True

@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, Iterable, Iterator
-from itertools import islice
+from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
 import anyio
 import msgspec
@@ -26,14 +24,17 @@ from .._client import AsyncClient
 from .._exceptions import ConfigError, InputError
 from .._files import cleanup_temp_files, temp_name_for
 from ._admission import Admission, Budget, shard_of
+from ._halt import HaltDetector, Halted, current_trace, install_gate
 from ._item_runner import ItemRunner, now_iso
 from ._job import Job, WorkItem, expand, image_sha256
-from ._manifest import ManifestRecord, load_manifest
+from ._manifest import ManifestRecord, ManifestState, load_manifest
 from ._manifest_writer import ManifestWriter
 from ._metadata import write_metadata_jsonl
-from ._outcomes import Done, Failed, Outcome
+from ._outcomes import Done, Outcome
 from ._pricing import PriceTable, load_prices
+from ._provenance import add_provenance, bad_line_result, cut_record
 from ._stats import BatchStats
+from ._streams import drain, iter_jobs
 
 __all__ = ["Batch", "JobSource", "drain", "shard_of"]
 
@@ -42,9 +43,6 @@ logger = logging.getLogger("cometgen")
 #: What ``Batch.run`` accepts: jobs, or ``InputError``s for lines that could not be read.
 JobSource = Iterable[Job | InputError] | AsyncIterable[Job | InputError]
 
-_READ_CHUNK = 256
-
-T = TypeVar("T")
 
 
 class Batch:
@@ -75,6 +73,8 @@ class Batch:
         prices: PriceTable | str | os.PathLike[str] | None = None,
         shard: tuple[int, int] | None = None,
         job_timeout: float | None = None,
+        endpoint: str | None = None,
+        regenerate_changed: bool = False,
     ) -> None:
         if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
             raise ConfigError(f"shard must be I/N with 0 <= I < N, got {shard[0]}/{shard[1]}")
@@ -99,13 +99,19 @@ class Batch:
         self.shard = shard
         self.job_timeout = job_timeout
         self.stats = BatchStats()
-        self._admission = Admission(self.stats, shard=shard, retry_failed=retry_failed)
+        #: Recorded on every item: "mock" or the base URL (provenance).
+        self.endpoint = endpoint
+        self._admission = Admission(self.stats, shard=shard, retry_failed=retry_failed,
+                                    regenerate_changed=regenerate_changed)
         self._budget = Budget(self.stats, self.prices, max_cost)
         self._writer: ManifestWriter | None = None
         self._tg: TaskGroup | None = None
         self._stopping = anyio.Event()
         self._started = False
         self._adopt = False
+        # Every HTTP attempt passes the gate: none leaves once the batch is stopping.
+        self.gate = install_gate(self.client, self._stopping.is_set)
+        self._halt = HaltDetector()
         self._runner = ItemRunner(
             self.client, out_dir=self.out_dir, prices=self.prices,
             include_text=include_text, job_timeout=job_timeout, stop=self.stop,
@@ -150,6 +156,7 @@ class Batch:
             raise
         self._writer = writer
         self._admission.state = state
+        self.stats.prior_cost = state.spent
         if state.corrupt_lines:
             logger.warning("ignored %d torn or invalid manifest line(s)", state.corrupt_lines)
         # A crash can leave images renamed into place whose records were not yet flushed:
@@ -167,7 +174,10 @@ class Batch:
         # Leaving early (break, error) abandons the remaining work.
         tg.cancel_scope.cancel()
         try:
-            await tg.__aexit__(exc_type, exc, tb)
+            # The body's own exception (not a cancellation) is left to propagate as itself,
+            # not wrapped in an ExceptionGroup by the task group.
+            own = exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class())
+            await tg.__aexit__(*((None, None, None) if own else (exc_type, exc, tb)))
         finally:
             await self._close_out_dir()
         return None
@@ -202,6 +212,11 @@ class Batch:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def manifest_state(self) -> ManifestState | None:
+        """What the output folder held when the batch opened it (None without one)."""
+        return self._admission.state
+
     # -- running ---------------------------------------------------------------------------
 
     def run(self, jobs: JobSource) -> MemoryObjectReceiveStream[Outcome]:
@@ -230,20 +245,6 @@ class Batch:
                 pass
         return self.stats
 
-    async def _iter_jobs(self, jobs: JobSource) -> AsyncIterable[Job | InputError]:
-        if isinstance(jobs, AsyncIterable):
-            async for job in jobs:
-                yield job
-            return
-        iterator: Iterator[Job | InputError] = iter(jobs)
-        while True:
-            # Readers block on disk or stdin: pull chunks in a worker thread.
-            chunk = await anyio.to_thread.run_sync(lambda: list(islice(iterator, _READ_CHUNK)))
-            if not chunk:
-                return
-            for job in chunk:
-                yield job
-
     async def _produce(
         self,
         jobs: JobSource,
@@ -251,7 +252,7 @@ class Batch:
         out: MemoryObjectSendStream[Outcome],
     ) -> None:
         async with work, out:
-            async for entry in self._iter_jobs(jobs):
+            async for entry in iter_jobs(jobs):
                 if self._stopping.is_set():
                     break
                 if isinstance(entry, InputError):
@@ -291,36 +292,59 @@ class Batch:
         )
         if not self._admission.admit_bad_line(key):
             return
-        outcome = Failed(key=key, job=job, reason=str(error), error=error,
-                         error_type="InputError")
-        now = now_iso()
-        await self._record(
-            outcome,
-            ManifestRecord(
-                key=key, id=job.id if job else None, status="failed", reason=str(error),
-                error_type="InputError", line=error.line, prompt=job.prompt if job else None,
-                started_at=now, finished_at=now,
-                metadata=job.metadata if job else None,
-            ),
-            out,
-        )
+        await self._record(*bad_line_result(key, error, job), out)
 
     async def _work_loop(
         self, work: MemoryObjectReceiveStream[WorkItem], out: MemoryObjectSendStream[Outcome]
     ) -> None:
         async with work, out:
             async for item in work:
+                if self._stopping.is_set():
+                    # Queued before the stop: never sent, not recorded (a rerun does it).
+                    self.stats.unsent += 1
+                    self._budget.release(item)
+                    continue
                 await self._process(item, out)
 
     async def _process(self, item: WorkItem, out: MemoryObjectSendStream[Outcome]) -> None:
         started_at = now_iso()
         t0 = time.monotonic()
+        trace = current_trace(item.key)
         self.stats.in_flight += 1
         try:
-            adopted = await self._runner.adopt_existing(item, started_at) if self._adopt else None
-            outcome, record = adopted or await self._runner.generate(item, started_at, t0)
+            # A file under this item's name is adopted, unless it was made for another request.
+            adopt = self._adopt and not self._admission.regenerating(item)
+            adopted = await self._runner.adopt_existing(item, started_at) if adopt else None
+            outcome, done_record = adopted or await self._runner.generate(item, started_at, t0)
+        except Halted:  # stopped before this attempt left: not sent, not recorded
+            self.stats.unsent += 1
+            self._budget.release(item)
+            return
+        except anyio.get_cancelled_exc_class():
+            # Cut after a stop (the CLI's grace timer, a second Ctrl-C): record the request as
+            # possibly billed. A plain cancel leaves it unrecorded, to be sent again.
+            if trace.sent and self._stopping.is_set():
+                with anyio.CancelScope(shield=True):
+                    await self._record(None, cut_record(item, started_at, t0, self.endpoint),
+                                       None)
+            self._budget.release(item)
+            raise
         finally:
             self.stats.in_flight -= 1
+        self.stats.http_time(trace.http_time)
+        halt, keep = self._halt.judge(outcome)
+        if halt is not None:
+            # Systemic, not the item's own failure: handed out, not recorded (a rerun does it).
+            if self.stats.stop_reason is None:
+                self.stats.stop_detail = getattr(outcome, "reason", None)
+            self.stop(halt)
+            self.stats.unsent += 1
+            self._budget.release(item)
+            await out.send(outcome)
+            return
+        record = done_record if keep else None
+        if record is not None:
+            add_provenance(record, item, self.endpoint)
         # The projection is released only once the real cost is counted, so the budget
         # check never sees an item in neither.
         try:
@@ -329,31 +353,27 @@ class Batch:
             self._budget.release(item)
 
     async def _record(
-        self, outcome: Outcome, record: ManifestRecord, out: MemoryObjectSendStream[Outcome]
+        self, outcome: Outcome | None, record: ManifestRecord | None,
+        out: MemoryObjectSendStream[Outcome] | None,
     ) -> None:
-        if self._writer is not None:
+        if outcome is None:  # a cut request: recorded, counted, not handed out
+            assert record is not None
+            self.stats.record("failed", attempts=1, maybe_billed=True, latency=record.latency,
+                              cost=None, images=0, key=record.key)
+        if self._writer is not None and record is not None:
             try:
                 await self._writer.write(record)
             except OSError as exc:
                 self.stop("disk")
                 logger.error("cannot append to the manifest: %s", exc)
+        if outcome is None or out is None:
+            return
         n_images = (len(outcome.files) or len(outcome.images)) if isinstance(outcome, Done) else 0
         self.stats.record(
             outcome.status, attempts=outcome.attempts, maybe_billed=outcome.maybe_billed,
             latency=outcome.latency, cost=outcome.cost, images=n_images, key=outcome.key,
         )
         await out.send(outcome)
-
-
-async def drain(stream: MemoryObjectReceiveStream[T]) -> list[T]:
-    """The next item of ``stream`` as a one-item list, ``[]`` at its end.
-
-    For ``while received := await drain(outcomes): ...``; ``async for`` does the same.
-    """
-    try:
-        return [await stream.receive()]
-    except anyio.EndOfStream:
-        return []
 
 
 def _hash_images(images: tuple[str | bytes, ...]) -> list[str]:

@@ -13,15 +13,11 @@ import anyio
 
 from .. import _wire as wire
 from .._client import AsyncClient
-from .._exceptions import (
-    AuthenticationError,
-    CometgenError,
-    PermissionDeniedError,
-    QuotaExhaustedError,
-)
+from .._exceptions import CometgenError
 from .._files import extension_for, image_file_name, image_path, make_dirs, write_atomic
 from .._request import build_request, image_part
 from .._result import GenerateResult
+from ._halt import Halted
 from ._job import WorkItem
 from ._manifest import FileRecord, ManifestRecord
 from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
@@ -29,12 +25,6 @@ from ._pricing import PriceTable
 
 logger = logging.getLogger("cometgen")
 
-#: Errors after which no later item can succeed: stop dispatching.
-_FATAL: tuple[type[CometgenError], ...] = (
-    QuotaExhaustedError,
-    AuthenticationError,
-    PermissionDeniedError,
-)
 #: Output types an interrupted run may have left on disk (what Gemini models return).
 _ADOPTABLE = ("image/jpeg", "image/png")
 
@@ -73,9 +63,10 @@ class ItemRunner:
             result = await self.client.generate_from_request(
                 request, model=item.model, timeout=self.job_timeout
             )
+        except Halted:
+            raise  # the batch is stopping: nothing was sent for this attempt
         except CometgenError as exc:
-            if isinstance(exc, _FATAL):
-                self._stop("quota" if isinstance(exc, QuotaExhaustedError) else "auth")
+            # Systemic failures (auth, quota, model) are the batch's to judge (HaltDetector).
             return self._failed(item, exc, started_at, t0)
         except Exception as exc:  # a bug must not take the siblings down
             logger.exception("unexpected error on item %r", item.key)

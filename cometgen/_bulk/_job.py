@@ -24,6 +24,7 @@ __all__ = [
     "expand",
     "image_sha256",
     "item_key",
+    "legacy_first_key",
 ]
 
 #: Longest prompt accepted, in characters.
@@ -162,6 +163,9 @@ class WorkItem:
     model: str
     aspect_ratio: str | None
     image_size: str | None
+    #: For jobs with an id: a hash of the request (prompt, model, options, references), so a
+    #: rerun notices an id reused for a different request.
+    fingerprint: str | None = None
 
 
 def image_sha256(image: str | bytes | os.PathLike[str]) -> str:
@@ -198,13 +202,15 @@ def item_key(
     id: str | None = None,
     n: int = 1,
 ) -> str:
-    """The key of one request: the id (``id-index`` when n > 1), else ``h-`` + a content hash.
+    """The key of one request: the id (``id-index`` for index >= 1), else ``h-`` + a hash.
 
-    Pass effective values (defaults already resolved) so reruns agree. ``n`` only matters
-    with an id: hash keys depend on ``index`` alone, so raising ``n`` keeps earlier keys.
+    Pass effective values (defaults already resolved) so reruns agree. Keys never depend on
+    ``n``: the first image is ``id`` whatever ``n`` is, so raising ``n`` from 1 to 2 only
+    adds ``id-1``. (Folders made before this named the first of n > 1 images ``id-0``;
+    ``legacy_first_key`` gives that name, which ``Batch`` still honours.)
     """
     if id is not None:
-        return id if n == 1 else f"{id}-{index}"
+        return id if index == 0 else f"{id}-{index}"
     canonical = _encoder.encode({
         "aspect_ratio": aspect_ratio,
         "image_size": image_size,
@@ -215,6 +221,13 @@ def item_key(
         "seed": seed,
     })
     return "h-" + hashlib.sha256(canonical).hexdigest()[:_KEY_HEX_CHARS]
+
+
+def legacy_first_key(item: WorkItem) -> str | None:
+    """The key older versions gave ``item`` (``id-0`` for the first of n > 1), if different."""
+    if item.job.id is not None and item.index == 0 and item.job.n > 1:
+        return f"{item.job.id}-0"
+    return None
 
 
 def expand(
@@ -249,6 +262,12 @@ def expand(
         raise ValueError(
             f"got {len(image_hashes)} image hashes for {len(job.images)} reference images"
         )
+    fingerprint = None
+    if job.id is not None:
+        fingerprint = item_key(
+            prompt=job.prompt, model=model, aspect_ratio=aspect_ratio, image_size=image_size,
+            seed=job.seed, image_hashes=image_hashes,
+        )[2:]
     return [
         WorkItem(
             key=item_key(
@@ -257,7 +276,7 @@ def expand(
                 index=index, id=job.id, n=job.n,
             ),
             job=job, index=index, model=model, aspect_ratio=aspect_ratio,
-            image_size=image_size,
+            image_size=image_size, fingerprint=fingerprint,
         )
         for index in range(job.n)
     ]

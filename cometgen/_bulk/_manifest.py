@@ -87,6 +87,11 @@ class ManifestRecord(Struct, kw_only=True, omit_defaults=True):
     started_at: str | None = None  #: ISO 8601 UTC
     finished_at: str | None = None  #: ISO 8601 UTC
     metadata: Any = None
+    #: Who made the item: "mock" (the built-in mock) or the API base URL.
+    endpoint: str | None = None
+    #: Hash of what was asked (prompt, model, options, reference images), for items with
+    #: an ``id``: a later line reusing the id with a different request is noticed.
+    fingerprint: str | None = None
 
 
 class _Lite(Struct, gc=False):
@@ -94,6 +99,9 @@ class _Lite(Struct, gc=False):
     key: str
     status: str
     maybe_billed: bool = False
+    cost: float | None = None
+    endpoint: str | None = None
+    fingerprint: str | None = None
 
 
 _lite_decoder: Final = msgspec.json.Decoder(_Lite)
@@ -117,7 +125,10 @@ class ManifestState:
     Memory is O(keys): a key string plus a shared status string per key.
     """
 
-    __slots__ = ("_billed", "corrupt_lines", "latest", "lines", "path")
+    __slots__ = (
+        "_billed", "corrupt_lines", "endpoints", "fingerprints", "latest", "lines", "path",
+        "spent",
+    )
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -128,6 +139,12 @@ class ManifestState:
         self.lines = 0
         #: lines skipped as torn or invalid (never fatal)
         self.corrupt_lines = 0
+        #: US dollars recorded by every line (each record is one paid or unpaid item run)
+        self.spent = 0.0
+        #: Endpoints that made the records ("mock" or a base URL; older records name none)
+        self.endpoints: set[str] = set()
+        #: key -> request fingerprint of its last record, for records that carry one
+        self.fingerprints: dict[str, str] = {}
 
     def status(self, key: str) -> str | None:
         """The status of ``key``'s last record, or None if the key never finished."""
@@ -171,6 +188,9 @@ def load_manifest(out_dir: str | os.PathLike[str]) -> ManifestState:
     intern = _INTERN.get
     decode = _lite_decoder.decode
     corrupt = lines = 0
+    spent = 0.0
+    endpoints = state.endpoints
+    fingerprints = state.fingerprints
     with open(path, "rb", buffering=1 << 20) as f:
         for line in f:
             lines += 1
@@ -185,6 +205,13 @@ def load_manifest(out_dir: str | os.PathLike[str]) -> ManifestState:
                 billed.add(rec.key)
             elif billed:
                 billed.discard(rec.key)
+            if rec.cost:
+                spent += rec.cost
+            if rec.endpoint is not None:
+                endpoints.add(rec.endpoint)
+            if rec.fingerprint is not None:
+                fingerprints[rec.key] = rec.fingerprint
+    state.spent = spent
     state.lines = lines
     state.corrupt_lines = corrupt
     return state
@@ -211,11 +238,12 @@ def should_send(state: ManifestState, key: str, *, retry_failed: bool) -> bool:
     return retry_failed
 
 
-def summarize(out_dir: str | os.PathLike[str]) -> dict[str, int]:
-    """Counts for ``cometgen status OUTDIR``, flat so each prints as ``name: value``.
+def summarize(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``cometgen status OUTDIR`` prints, flat so each prints as ``name: value``.
 
     ``{"total", "done", "blocked", "no_image", "failed", [other statuses],
-    "maybe_billed", "corrupt_lines"}``; every value counts keys except the last.
+    "maybe_billed", "corrupt_lines", "cost_usd", "endpoint"}``; the counts are of keys,
+    ``endpoint`` is "mock", a base URL, several joined by ", ", or None (older folders).
     """
     state = load_manifest(out_dir)
     return {
@@ -223,4 +251,6 @@ def summarize(out_dir: str | os.PathLike[str]) -> dict[str, int]:
         **state.counts(),
         "maybe_billed": len(state._billed),
         "corrupt_lines": state.corrupt_lines,
+        "cost_usd": round(state.spent, 6),
+        "endpoint": ", ".join(sorted(state.endpoints)) or None,
     }

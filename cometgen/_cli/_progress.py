@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import time
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, TextIO
+from typing import Literal, Protocol, TextIO
 
 import anyio
 from rich.console import Console
@@ -16,6 +17,58 @@ from .._bulk._stats import BatchStats
 from .._limits import LimiterStats
 
 Mode = Literal["auto", "live", "plain", "quiet"]
+
+_BAR_WIDTH = 20
+
+
+class Gate(Protocol):
+    """What the display reads from the batch's ``StopGate``."""
+
+    http_in_flight: int
+    waiting: int
+
+    def snapshot(self) -> LimiterStats: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """The figures both displays show, computed once per refresh."""
+
+    finished: int
+    total: int | None
+    http: int
+    queued: int
+    window: int | None
+    rate_limited: int
+    paused_for: float  # seconds left of a 429 pause, 0 when not paused
+
+    @property
+    def percent(self) -> float | None:
+        if not self.total:
+            return None
+        return min(100.0, 100.0 * self.finished / self.total)
+
+    def bar(self) -> str:
+        pct = self.percent
+        if pct is None:
+            return f"{self.finished}"
+        filled = round(_BAR_WIDTH * pct / 100)
+        return (f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {pct:3.0f}% "
+                f"{self.finished}/{self.total}")
+
+
+def _view(stats: BatchStats, gate: Gate | None) -> _View:
+    snap = gate.snapshot() if gate is not None else None
+    http = gate.http_in_flight if gate is not None else stats.in_flight
+    # Items taken by a worker but not in an HTTP attempt: waiting for the limiter, a retry
+    # backoff or their files.
+    queued = max(0, stats.in_flight - http)
+    paused = max(0.0, snap.paused_until - time.monotonic()) if snap is not None else 0.0
+    return _View(
+        finished=stats.finished, total=stats.todo, http=http, queued=queued,
+        window=snap.window if snap is not None else None,
+        rate_limited=snap.rate_limited_count if snap is not None else 0, paused_for=paused,
+    )
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -31,24 +84,29 @@ def _fmt_cost(value: float | None) -> str:
     return "-" if value is None else f"${value:,.4f}"
 
 
-def status_line(stats: BatchStats, limiter: LimiterStats | None) -> str:
+def status_line(stats: BatchStats, gate: Gate | None) -> str:
     """One plain line: what a log file or CI console gets every few seconds."""
+    view = _view(stats, gate)
     p50, p95 = stats.latency_percentiles()
     parts = [
+        view.bar(),
         f"done {stats.done}",
         f"failed {stats.failed}",
         f"blocked {stats.blocked}",
         f"no_image {stats.no_image}",
     ]
-    if stats.planned is not None:
-        parts.insert(0, f"{stats.finished}/{stats.planned}")
     if stats.skipped:
-        parts.append(f"skipped {stats.skipped}")
-    window = f"/{limiter.window}" if limiter else ""
+        parts.append(f"skipped {stats.skipped} (done earlier)")
+    window = f"/{view.window}" if view.window is not None else ""
     parts += [
-        f"in flight {stats.in_flight}{window}",
+        f"in flight {view.http}{window}",
+        f"queued {view.queued}",
         f"{stats.images_per_minute():.0f} img/min",
-        f"429s {limiter.rate_limited_count if limiter else 0}",
+        f"429s {view.rate_limited}",
+    ]
+    if view.paused_for > 0:
+        parts.append(f"429 pause {view.paused_for:.0f}s")
+    parts += [
         f"retries {stats.retries}",
         f"p50 {p50:.2f}s p95 {p95:.2f}s" if p50 is not None and p95 is not None else "p50 -",
         f"cost {_fmt_cost(stats.cost)}",
@@ -60,16 +118,16 @@ def status_line(stats: BatchStats, limiter: LimiterStats | None) -> str:
     return "cometgen: " + " | ".join(parts)
 
 
-def _table(stats: BatchStats, limiter: LimiterStats | None) -> Table:
+def _table(stats: BatchStats, gate: Gate | None) -> Table:
+    view = _view(stats, gate)
     p50, p95 = stats.latency_percentiles()
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     table.add_column(style="bold")
     table.add_column()
-    total = f"/{stats.planned}" if stats.planned is not None else ""
     table.add_row(
-        "progress", f"{stats.finished}{total}",
+        "progress", view.bar(),
         "elapsed / ETA", f"{_fmt_duration(stats.elapsed())} / {_fmt_duration(stats.eta())}",
     )
     table.add_row(
@@ -79,15 +137,17 @@ def _table(stats: BatchStats, limiter: LimiterStats | None) -> Table:
     table.add_row(
         "blocked", str(stats.blocked), "no image", str(stats.no_image),
     )
-    window = f" / window {limiter.window}" if limiter else ""
+    window = f" / window {view.window}" if view.window is not None else ""
     table.add_row(
-        "in flight", f"{stats.in_flight}{window}",
-        "images/min", f"{stats.images_per_minute():.1f}",
+        "in flight (HTTP)", f"{view.http}{window}",
+        "queued", str(view.queued),
     )
+    pause = f" [yellow](paused {view.paused_for:.0f}s)[/]" if view.paused_for > 0 else ""
     table.add_row(
-        "429s", str(limiter.rate_limited_count if limiter else 0),
+        "429s", f"{view.rate_limited}{pause}",
         "retries", str(stats.retries),
     )
+    table.add_row("images/min", f"{stats.images_per_minute():.1f}", "", "")
     table.add_row(
         "latency p50", "-" if p50 is None else f"{p50:.2f}s",
         "p95", "-" if p95 is None else f"{p95:.2f}s",
@@ -111,14 +171,14 @@ class Progress:
     def __init__(
         self,
         stats: BatchStats,
-        limiter: Callable[[], LimiterStats] | None = None,
+        gate: Gate | None = None,
         *,
         mode: Mode = "auto",
         stream: TextIO | None = None,
         interval: float | None = None,
     ) -> None:
         self.stats = stats
-        self._limiter = limiter
+        self._gate = gate
         self._stream = stream or sys.stderr
         if mode == "auto":
             mode = "live" if self._stream.isatty() else "plain"
@@ -127,16 +187,13 @@ class Progress:
         self._scope: anyio.CancelScope | None = None
         self._live: Live | None = None
 
-    def _snapshot(self) -> LimiterStats | None:
-        return self._limiter() if self._limiter else None
-
     async def __aenter__(self) -> Progress:
         if self.mode == "quiet":
             return self
         if self.mode == "live":
             console = Console(file=self._stream)
             self._live = Live(
-                _table(self.stats, self._snapshot()), console=console, auto_refresh=False,
+                _table(self.stats, self._gate), console=console, auto_refresh=False,
                 transient=False,
             )
             self._live.start()
@@ -154,9 +211,9 @@ class Progress:
 
     def refresh(self) -> None:
         if self._live is not None:
-            self._live.update(_table(self.stats, self._snapshot()), refresh=True)
+            self._live.update(_table(self.stats, self._gate), refresh=True)
         elif self.mode == "plain":
-            print(status_line(self.stats, self._snapshot()), file=self._stream, flush=True)
+            print(status_line(self.stats, self._gate), file=self._stream, flush=True)
 
     async def __aexit__(
         self,
@@ -167,6 +224,8 @@ class Progress:
         if self._scope is not None:
             self._scope.cancel()
         if self._live is not None:
-            self._live.update(_table(self.stats, self._snapshot()), refresh=True)
+            self._live.update(_table(self.stats, self._gate), refresh=True)
             self._live.stop()
             self._live = None
+        elif self.mode == "plain":
+            self.refresh()  # the final figures, for the log

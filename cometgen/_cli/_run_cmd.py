@@ -4,40 +4,40 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-from .._bulk._batch import Batch, drain, shard_of
+from .._bulk._batch import Batch, drain
 from .._bulk._input import iter_input
-from .._bulk._job import expand
-from .._bulk._manifest import load_manifest, should_send, summarize
 from .._bulk._outcomes import Failed
 from .._bulk._pricing import load_prices
+from .._bulk._provenance import MOCK_ENDPOINT
 from .._client import AsyncClient
-from .._config import API_KEY_ENV, Limits, Timeouts
-from .._exceptions import CometgenError, ConfigError, InputError, OutputLockedError
+from .._config import API_KEY_ENV, Limits, Timeouts, resolve_base_url
+from .._exceptions import ConfigError, InputError, OutputLockedError
 from .._exceptions import LimiterBackendError as _LimiterBackendError
 from .._retry import RetryPolicy
+from ._checks import check_endpoint, check_paths, folder_counts, install_item_names, validate
+from ._dry_run import count_lines, dry_run
 from ._loop import add_loop_argument, want_uvloop
 from ._progress import Progress
-from ._settings import RunSettings, parse_shard, resolve
+from ._settings import RunSettings, resolve
+from ._status_cmd import add_parser as add_status
+from ._summary import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    HALT_REASONS,
+    MAX_PRINTED_ERRORS,
+    err,
+    finish,
+)
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
-EXIT_STOPPED = 3
-EXIT_INTERRUPTED = 130
-
-_MAX_PRINTED_ERRORS = 50
 logger = logging.getLogger("cometgen")
 
 
@@ -61,11 +61,18 @@ def add_parser(sub: Any) -> None:
                    help="shrink concurrency on 429s and grow it back (default: on for "
                    "CometAPI, off for the mock)")
     p.add_argument("--max-cost", type=float, metavar="USD",
-                   help="stop dispatching before the spend would exceed USD (exit 3)")
+                   help="stop dispatching before the folder's total recorded spend would "
+                   "exceed USD, across reruns (exit 3)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and count the input, print projected cost and time")
     p.add_argument("--retry-failed", action="store_true", default=None,
                    help="also resend items a previous run recorded as failed")
+    p.add_argument("--regenerate-changed", action="store_true", default=None,
+                   help="generate again items whose id is done for a different prompt or "
+                   "options (default: warn and skip)")
+    p.add_argument("--allow-endpoint-change", action="store_true", default=None,
+                   help="resume a folder made on the built-in mock against a real endpoint, "
+                   "or the reverse")
     p.add_argument("--max-attempts", type=int, help="attempts per item (default 4)")
     p.add_argument("--retry-ambiguous", type=int, metavar="N",
                    help="retries allowed after an ambiguous failure that may have been "
@@ -88,15 +95,7 @@ def add_parser(sub: Any) -> None:
     add_loop_argument(p)
     p.set_defaults(func=run)
 
-    s = sub.add_parser("status", help="count items in OUTDIR's manifest by status")
-    s.add_argument("out_dir", metavar="OUTDIR")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=status)
-
-
-def _err(message: str) -> None:
-    print(f"cometgen: error: {message}", file=sys.stderr, flush=True)
-
+    add_status(sub)
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING
@@ -115,18 +114,20 @@ def run(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         settings = resolve(args)
-        shard = parse_shard(settings.shard)
+        # Run-wide options are checked before any request (and by --dry-run alike).
+        shard = validate(settings)
         prices = load_prices(settings.prices)
+        empty = check_paths(args.input, args.out_dir)
         # File-level problems (missing, unreadable, unknown type) fail here, before any work.
-        jobs = iter_input(args.input, default_model=settings.model)
+        jobs = iter(()) if empty else iter_input(args.input, default_model=settings.model)
         if args.dry_run:
-            return _dry_run(args, settings, shard, jobs, prices)
+            return dry_run(args, settings, shard, jobs, prices)
         options = {"use_uvloop": want_uvloop(args.loop)}
         with _fewer_gc_passes():
             return anyio.run(_run_async, args, settings, shard, jobs, prices,
                              backend="asyncio", backend_options=options)
     except (ConfigError, InputError, OutputLockedError, _LimiterBackendError) as exc:
-        _err(str(exc))
+        err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -166,6 +167,7 @@ async def _run_async(
     async with AsyncExitStack() as stack:
         api_key, base_url = settings.api_key, settings.base_url
         adaptive = settings.adaptive
+        endpoint = MOCK_ENDPOINT if _use_mock(settings) else resolve_base_url(base_url)
         if _use_mock(settings):
             from ..testing import MockServer
 
@@ -173,10 +175,11 @@ async def _run_async(
             api_key, base_url = "mock-key", server.url
             if adaptive is None:
                 adaptive = False
+            # Shown even with --quiet: a keyless run must never pass for a real one.
             print(
-                f"cometgen: no {API_KEY_ENV} set: using the built-in mock server at "
-                f"{server.url} (synthetic images; costs shown are what the real API would "
-                "charge)",
+                f"cometgen: MOCK: no {API_KEY_ENV} set: using the built-in mock server at "
+                f"{server.url}: synthetic images, nothing billed (costs shown are what the "
+                "real API would charge); the manifest records endpoint \"mock\"",
                 file=sys.stderr, flush=True,
             )
         elif adaptive is None:
@@ -211,11 +214,13 @@ async def _run_async(
                 prices=prices,
                 shard=shard,
                 job_timeout=settings.job_timeout,
+                endpoint=endpoint,
+                regenerate_changed=settings.regenerate_changed,
             )
         )
-        progress = Progress(
-            batch.stats, batch.client.limiter.snapshot, mode="quiet" if args.quiet else "auto"
-        )
+        check_endpoint(batch.manifest_state, endpoint, allow=settings.allow_endpoint_change)
+        install_item_names()
+        progress = Progress(batch.stats, batch.gate, mode="quiet" if args.quiet else "auto")
         printed = 0
         async with anyio.create_task_group() as tg:
             main_scope = tg.cancel_scope
@@ -240,8 +245,10 @@ async def _run_async(
 
             async def count_planned() -> None:
                 if args.input != "-":
+                    # Progress counts this run's work (BatchStats.todo): what earlier runs
+                    # finished is taken out as the skips are counted.
                     batch.stats.planned = await anyio.to_thread.run_sync(
-                        _count_lines, args.input
+                        count_lines, args.input
                     )
 
             tg.start_soon(watch_signals)
@@ -251,8 +258,9 @@ async def _run_async(
                 async with batch.run(jobs) as outcomes:
                     while received := await drain(outcomes):
                         for outcome in received:
-                            if isinstance(outcome, Failed) and not args.quiet:
-                                if printed < _MAX_PRINTED_ERRORS:
+                            if (isinstance(outcome, Failed) and not args.quiet
+                                    and batch.stats.stop_reason not in HALT_REASONS):
+                                if printed < MAX_PRINTED_ERRORS:
                                     print(f"cometgen: failed {outcome.key}: {outcome.reason}",
                                           file=sys.stderr, flush=True)
                                 printed += 1
@@ -260,147 +268,8 @@ async def _run_async(
     stats = batch.stats
     if interrupted and stats.stop_reason is None:
         stats.stop_reason = "interrupted"
-    return _finish(args, stats.as_dict(), out_dir=args.out_dir, printed=printed,
-                   interrupted=interrupted, maybe_billed_keys=stats.maybe_billed_keys)
-
-
-def _finish(args: argparse.Namespace, summary: dict[str, Any], *, out_dir: str,
-            printed: int, interrupted: bool, maybe_billed_keys: list[str]) -> int:
-    maybe_billed = sorted(maybe_billed_keys)
-    summary["maybe_billed_keys"] = maybe_billed
-    summary["manifest"] = os.path.join(out_dir, "manifest.jsonl")
-    stop = summary.get("stop_reason")
-    if interrupted or stop == "interrupted":
-        code = EXIT_INTERRUPTED
-    elif stop in ("quota", "auth", "budget"):
-        code = EXIT_STOPPED
-    elif summary["failed"] or stop == "disk":
-        code = EXIT_SOME_FAILED
-    else:
-        code = EXIT_OK
-    summary["exit_code"] = code
-    if args.json:
-        print(json.dumps(summary), flush=True)
-    if not args.quiet:
-        lines = [
-            f"cometgen: done {summary['done']}, failed {summary['failed']}, "
-            f"blocked {summary['blocked']}, no image {summary['no_image']}"
-            + (f", skipped {summary['skipped']} (done earlier)" if summary["skipped"] else "")
-            + (f", duplicates {summary['duplicates']}" if summary["duplicates"] else ""),
-            f"cometgen: {summary['images']} images, cost ${summary['cost_usd']:.4f}, "
-            f"{summary['elapsed_s']:.1f}s, {summary['retries']} retries; "
-            f"manifest {summary['manifest']}",
-        ]
-        if printed > _MAX_PRINTED_ERRORS:
-            lines.append(f"cometgen: {printed - _MAX_PRINTED_ERRORS} more failures: see the "
-                         "manifest")
-        if maybe_billed:
-            shown = ", ".join(maybe_billed[:10]) + (" ..." if len(maybe_billed) > 10 else "")
-            lines.append(f"cometgen: {len(maybe_billed)} item(s) may have been billed without "
-                         f"a result (not resent): {shown}")
-        if stop:
-            lines.append(f"cometgen: stopped early: {stop}")
-        print("\n".join(lines), file=sys.stderr, flush=True)
-    return code
-
-
-def _count_lines(path: str) -> int:
-    count = 0
-    last = b"\n"
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    if last != b"\n":
-        count += 1
-    if path.endswith(".csv"):
-        count = max(0, count - 1)
-    return count
-
-
-def _dry_run(args: argparse.Namespace, settings: RunSettings, shard: tuple[int, int] | None,
-             jobs: Any, prices: Any) -> int:
-    out = Path(args.out_dir)
-    state = load_manifest(out) if (out / "manifest.jsonl").exists() else None
-    good = bad = skipped = 0
-    items = 0
-    cost = 0.0
-    unknown_cost = 0
-    seen: set[str] = set()
-    for entry in jobs:
-        if isinstance(entry, InputError):
-            bad += 1
-            if bad <= _MAX_PRINTED_ERRORS:
-                _err(str(entry))
-            continue
-        try:
-            work = expand(entry, default_model=settings.model,
-                          default_aspect_ratio=settings.aspect_ratio,
-                          default_image_size=settings.image_size)
-        except InputError as exc:
-            bad += 1
-            if bad <= _MAX_PRINTED_ERRORS:
-                _err(str(exc))
-            continue
-        good += 1
-        for item in work:
-            if item.key in seen:
-                continue
-            seen.add(item.key)
-            if shard is not None and shard_of(item.key, shard[1]) != shard[0]:
-                continue
-            if state is not None and not should_send(state, item.key,
-                                                     retry_failed=settings.retry_failed):
-                skipped += 1
-                continue
-            items += 1
-            projected = prices.projected_cost(
-                item.model, image_size=item.image_size, prompt_chars=len(entry.prompt),
-                n_reference_images=len(entry.images),
-            )
-            if projected is None:
-                unknown_cost += 1
-            else:
-                cost += projected
-    minutes: float | None = None
-    if settings.rpm:
-        minutes = items / settings.rpm
-    if settings.ipm:
-        minutes = max(minutes or 0.0, items / settings.ipm)
-    if minutes is None:
-        # Without a limit, assume ~15 s per image (Flash at 1K) across the concurrency.
-        minutes = items * 15.0 / max(1, settings.concurrency) / 60.0
-    summary = {
-        "dry_run": True, "valid_lines": good, "invalid_lines": bad, "requests": items,
-        "skipped_done": skipped, "projected_cost_usd": round(cost, 4),
-        "unpriced_requests": unknown_cost, "projected_minutes": round(minutes, 1),
-    }
-    if args.json:
-        print(json.dumps(summary), flush=True)
-    else:
-        print(
-            f"cometgen: dry run: {good} valid line(s), {bad} invalid; {items} request(s) to "
-            f"send ({skipped} already done); projected cost ${cost:.2f}"
-            + (f" (+{unknown_cost} unpriced)" if unknown_cost else "")
-            + f"; projected time ~{minutes:.1f} min",
-            file=sys.stderr, flush=True,
-        )
-    return EXIT_USAGE if bad else EXIT_OK
-
-
-def status(args: argparse.Namespace) -> int:
-    out = Path(args.out_dir)
-    if not (out / "manifest.jsonl").exists():
-        _err(f"{args.out_dir}: no manifest.jsonl here")
-        return EXIT_USAGE
-    try:
-        summary = summarize(out)
-    except (OSError, CometgenError) as exc:
-        _err(f"{args.out_dir}: {exc}")
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        for key, value in summary.items():
-            print(f"{key}: {value}")
-    return EXIT_OK
+    summary = stats.as_dict()
+    summary["folder"] = await anyio.to_thread.run_sync(folder_counts, args.out_dir)
+    return finish(args, summary, out_dir=args.out_dir, printed=printed,
+                  interrupted=interrupted, maybe_billed_keys=stats.maybe_billed_keys,
+                  max_cost=settings.max_cost, endpoint=endpoint)

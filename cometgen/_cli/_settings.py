@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -26,6 +27,8 @@ class RunSettings:
     adaptive: bool | None = None
     max_cost: float | None = None
     retry_failed: bool = False
+    regenerate_changed: bool = False
+    allow_endpoint_change: bool = False
     max_attempts: int = 4
     retry_ambiguous: int = 0
     timeout: float | None = None
@@ -44,7 +47,8 @@ class RunSettings:
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "aspect_ratio": (str,), "image_size": (str,), "concurrency": (int,),
     "rpm": (int, float), "ipm": (int, float), "adaptive": (bool,), "max_cost": (int, float),
-    "retry_failed": (bool,), "max_attempts": (int,), "retry_ambiguous": (int,),
+    "retry_failed": (bool,), "regenerate_changed": (bool,), "allow_endpoint_change": (bool,),
+    "max_attempts": (int,), "retry_ambiguous": (int,),
     "timeout": (int, float), "job_timeout": (int, float), "include_text": (bool,),
     "api_key": (str,), "base_url": (str,), "auth": (str,), "prices": (str,), "shard": (str,),
     "grace_period": (int, float), "shared_limits": (str,), "limits_namespace": (str,),
@@ -68,7 +72,9 @@ def load_config_file(path: str) -> dict[str, Any]:
     for raw_key, value in section.items():
         key = raw_key.replace("-", "_")
         if key not in known:
-            raise ConfigError(f"{path}: unknown option {raw_key!r}")
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{path}: unknown option {raw_key!r}{hint}")
         expected = _TYPES[key]
         if isinstance(value, bool) and bool not in expected:
             raise ConfigError(f"{path}: option {raw_key!r} must be {expected[0].__name__}")

@@ -20,7 +20,7 @@ from aiohttp import web
 from .._models import ModelSpec, model_spec, normalize_model
 from . import _errors as err
 from ._errors import JSON_TYPE, MockHTTPError
-from ._images import DEFAULT_SCALE, image_b64, image_dimensions
+from ._images import DEFAULT_SCALE, image_b64, image_dimensions, palette
 from ._limits import SlidingWindow
 from ._outcomes import BILLED, IMMEDIATE, PRODUCES_IMAGE, OutcomePicker
 from ._stats import MockStats, RequestRecord
@@ -29,6 +29,8 @@ from ._validate import ParsedRequest, parse_request, prompt_tokens
 _encode = msgspec.json.Encoder().encode
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _MAX_BODY = 100 * 1024 * 1024
+#: Above this many pixels (or with padding), images come in a few cached looks: fast enough.
+_SMALL_PIXELS = 256 * 256
 _IMAGE_OTHER_MESSAGE = (
     "Unable to show the generated image. The model could not generate the image based on the "
     "prompt provided. You will not be charged for this request. Try rephrasing the prompt."
@@ -327,7 +329,9 @@ class MockApp:
                 w, h = image_dimensions(
                     spec.family, parsed.aspect_ratio, parsed.image_size, self.options.scale
                 )
-                data = image_b64(spec.mime_type, w, h, self.options.image_bytes)
+                look = palette(parsed.prompt, parsed.seed, parsed.image_size,
+                               large=w * h > _SMALL_PIXELS or self.options.image_bytes is not None)
+                data = image_b64(spec.mime_type, w, h, self.options.image_bytes, look)
                 parts.append({"inlineData": {"mimeType": spec.mime_type, "data": data},
                               "thoughtSignature": self._signature()})
                 tokens = spec.tokens_for(parsed.image_size)

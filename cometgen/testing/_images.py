@@ -1,12 +1,16 @@
 """Tiny, dependency-free PNG and JPEG writers for the mock's images.
 
 Images are a vertical gradient: flat per row (PNG) or per 8-pixel block row (JPEG, DC-only
-baseline), so generation stays cheap even at real 4K sizes. Results are cached.
+baseline), so generation stays cheap even at real 4K sizes. The gradient's two colours come
+from the prompt, seed and size (``palette``): a dataset made on the mock is not a thousand
+identical images, and the same request always gives the same image. Results are cached; large
+or padded images use one of ``LARGE_LOOKS`` palettes so the cache keeps them cheap.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import struct
 import zlib
 from functools import lru_cache
@@ -31,6 +35,21 @@ DEFAULT_SCALE = 1 / 16
 _TOP = (70, 130, 180)
 _BOTTOM = (46, 139, 87)
 
+Palette = tuple[tuple[int, int, int], tuple[int, int, int]]
+DEFAULT_PALETTE: Palette = (_TOP, _BOTTOM)
+#: Distinct palettes for large or padded images.
+LARGE_LOOKS = 64
+
+
+def palette(prompt: str, seed: int | None, image_size: str | None, *, large: bool) -> Palette:
+    """The gradient's top and bottom colours for a request: deterministic, prompt-dependent."""
+    digest = hashlib.sha256(f"{prompt}\0{seed}\0{image_size}".encode()).digest()
+    if large:
+        digest = hashlib.sha256(b"look" + bytes([digest[0] % LARGE_LOOKS])).digest()
+    top = (digest[0], digest[1], digest[2])
+    bottom = (digest[3], digest[4], digest[5])
+    return top, bottom
+
 
 def image_dimensions(
     family: str, aspect_ratio: str | None, image_size: str | None, scale: float
@@ -42,9 +61,9 @@ def image_dimensions(
     return max(1, round(w * f)), max(1, round(h * f))
 
 
-def _gradient(i: int, n: int) -> tuple[int, int, int]:
+def _gradient(i: int, n: int, look: Palette = DEFAULT_PALETTE) -> tuple[int, int, int]:
     t = i / max(1, n - 1)
-    r, g, b = (round(a + (z - a) * t) for a, z in zip(_TOP, _BOTTOM, strict=True))
+    r, g, b = (round(a + (z - a) * t) for a, z in zip(look[0], look[1], strict=True))
     return r, g, b
 
 
@@ -56,9 +75,11 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
-def make_png(width: int, height: int, pad_to: int | None = None) -> bytes:
+def make_png(
+    width: int, height: int, pad_to: int | None = None, look: Palette = DEFAULT_PALETTE
+) -> bytes:
     """An RGB PNG with a vertical gradient, padded with a private chunk to ~``pad_to`` bytes."""
-    raw = b"".join(b"\x00" + bytes(_gradient(y, height)) * width for y in range(height))
+    raw = b"".join(b"\x00" + bytes(_gradient(y, height, look)) * width for y in range(height))
     head = b"\x89PNG\r\n\x1a\n" + _png_chunk(
         b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     )
@@ -129,7 +150,9 @@ def _ycbcr(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(max(-128, min(127, round(v - 128))) for v in (y, cb, cr))  # type: ignore[return-value]
 
 
-def make_jpeg(width: int, height: int, pad_to: int | None = None) -> bytes:
+def make_jpeg(
+    width: int, height: int, pad_to: int | None = None, look: Palette = DEFAULT_PALETTE
+) -> bytes:
     """A baseline 4:4:4 JPEG, flat per 8-pixel block row, padded with COM segments."""
     cols, rows = -(-width // 8), -(-height // 8)
     eob = (_AC_LUM[0], _AC_CHR[0], _AC_CHR[0])
@@ -138,7 +161,7 @@ def make_jpeg(width: int, height: int, pad_to: int | None = None) -> bytes:
     pred = [0, 0, 0]
     parts: list[str] = []
     for r in range(rows):
-        comp = _ycbcr(_gradient(r, rows))
+        comp = _ycbcr(_gradient(r, rows, look))
         first = "".join(_dc_bits(comp[c] - pred[c], dcs[c]) + eob[c] for c in range(3))
         pred = list(comp)
         parts.append(first + same * (cols - 1))
@@ -167,9 +190,12 @@ def make_jpeg(width: int, height: int, pad_to: int | None = None) -> bytes:
 
 
 @lru_cache(maxsize=256)
-def image_b64(mime_type: str, width: int, height: int, pad_to: int | None) -> str:
+def image_b64(
+    mime_type: str, width: int, height: int, pad_to: int | None,
+    look: Palette = DEFAULT_PALETTE,
+) -> str:
     """Standard base64 of a cached generated image."""
-    data = make_jpeg(width, height, pad_to) if mime_type == "image/jpeg" else make_png(
-        width, height, pad_to
+    data = make_jpeg(width, height, pad_to, look) if mime_type == "image/jpeg" else make_png(
+        width, height, pad_to, look
     )
     return base64.b64encode(data).decode("ascii")

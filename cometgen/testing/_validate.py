@@ -85,6 +85,7 @@ class ParsedRequest:
     want_text: bool
     want_image: bool
     include_thoughts: bool
+    seed: int | None = None
 
 
 # Cached: the same few dozen field names arrive in every request.
@@ -277,6 +278,7 @@ def parse_request(body: bytes, model: str, spec: ModelSpec) -> ParsedRequest:
         want_text="TEXT" in modalities or not modalities,
         want_image="IMAGE" in modalities,
         include_thoughts=bool(thinking.get("includeThoughts")),
+        seed=seed if isinstance(seed := config.get("seed"), int) else None,
     )
 
 

@@ -1,0 +1,254 @@
+"""``cometgen run`` in a pipeline: stop means stop, exit codes describe the folder, systemic
+failures halt, the budget holds across reruns. Real processes against the mock over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cometgen.testing import MockServer, ThreadedMockServer
+
+KEY = "sk-cli-trust-key-XYZ"
+
+
+def cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cometgen", *args]
+
+
+def env(**extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("COMETAPI_")}
+    base["NO_PROXY"] = "127.0.0.1,localhost"
+    base.update(extra)
+    return base
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd(*args), cwd=cwd, env=env(), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def records(out: Path) -> list[dict[str, object]]:
+    path = out / "manifest.jsonl"
+    if not path.exists():
+        return []
+    result = []
+    for line in path.read_text().splitlines():
+        try:
+            result.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return result
+
+
+def latest(out: Path) -> dict[str, dict[str, object]]:
+    return {str(r["key"]): r for r in records(out)}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def remote(server: ThreadedMockServer, key: str = KEY) -> tuple[str, ...]:
+    return ("--base-url", server.url, "--api-key", key)
+
+
+@pytest.fixture
+def mock() -> Iterator[ThreadedMockServer]:
+    with MockServer().run_in_thread() as server:
+        yield server
+
+
+# -- 1. stop means stop ------------------------------------------------------------------
+
+
+def test_no_request_after_an_auth_stop(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"a{i}", "prompt": f"p{i}"}
+                                              for i in range(300)])
+    with MockServer(api_key="the-right-key").run_in_thread() as server:
+        proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--concurrency", "32",
+                       *remote(server))
+        # The first answers are 401s: no item taken after them is sent (was 32 + 33).
+        assert server.stats.requests <= 32
+    assert proc.returncode == 4, proc.stderr
+    assert "API key was refused" in proc.stderr
+    assert "failed a" not in proc.stderr  # one clear line, not one per item
+    assert not [r for r in records(tmp_path / "out") if r["status"] == "failed"]
+
+
+def test_sigterm_sends_nothing_new_and_the_grace_cut_is_recorded(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"s{i}", "prompt": f"sig {i}"}
+                                              for i in range(60)])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("grace_period = 0.5\n")
+    out = tmp_path / "out"
+    with MockServer(latency=3.0).run_in_thread() as server:
+        proc = subprocess.Popen(
+            cmd("run", str(src), "-o", str(out), "--concurrency", "4", "--json",
+                "--config", str(cfg), *remote(server)),
+            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # four requests in flight, none answered yet
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        time.sleep(3.5)  # let the server finish the requests the client gave up on
+        assert server.stats.requests <= 4, stderr
+    assert proc.returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert summary["stop_reason"] == "interrupted"
+    cut = records(out)
+    assert 1 <= len(cut) <= 4
+    for rec in cut:
+        assert rec["status"] == "failed" and rec["maybe_billed"] is True
+        assert rec["reason"] == "interrupted"
+
+
+def test_first_ctrl_c_lets_in_flight_finish_and_sends_no_queued_item(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"c{i}", "prompt": f"ctrl {i}"}
+                                              for i in range(60)])
+    out = tmp_path / "out"
+    with MockServer(latency=0.8).run_in_thread() as server:
+        proc = subprocess.Popen(
+            cmd("run", str(src), "-o", str(out), "--concurrency", "4", "--json",
+                *remote(server)),
+            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while server.stats.requests < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        answered = server.stats.requests
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        # Only what was in flight (at most 4) is answered after the signal.
+        assert server.stats.requests <= answered + 4, stderr
+        assert proc.returncode == 130, stderr
+        recs = latest(out)
+        assert all(r["status"] == "done" for r in recs.values())
+        assert len(recs) == server.stats.billed_total
+
+
+# -- 3. systemic failures halt the run ---------------------------------------------------
+
+
+def test_unknown_model_halts_and_a_fixed_rerun_needs_no_retry_failed(
+    tmp_path: Path, mock: ThreadedMockServer
+) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"m{i}"} for i in range(100)])
+    out = tmp_path / "out"
+    proc = run_cli("run", str(src), "-o", str(out), "--model", "gemini-9-typo-image",
+                   "--concurrency", "4", *remote(mock))
+    assert proc.returncode == 4, proc.stderr
+    assert "does not know the model" in proc.stderr
+    assert mock.stats.requests <= 4  # was 100 x 404
+    assert not records(out)
+    fixed = run_cli("run", str(src), "-o", str(out), "--json", *remote(mock))
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(fixed.stdout)["done"] == 100
+
+
+def test_quota_exhaustion_halts_with_its_own_code(tmp_path: Path, mock: ThreadedMockServer
+                                                  ) -> None:
+    rows = [{"prompt": "x [[mock:429_daily]]"}] + [{"prompt": f"q{i}"} for i in range(20)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--concurrency", "1",
+                   "--quiet", *remote(mock))
+    assert proc.returncode == 4
+    # --quiet still says why it stopped: one line.
+    assert proc.stderr.count("\n") == 1 and "quota is exhausted" in proc.stderr
+
+
+def test_no_network_halts_after_a_few_items(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"n{i}"} for i in range(500)])
+    started = time.monotonic()
+    proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--concurrency", "2",
+                   "--json", "--base-url", f"http://127.0.0.1:{port}", "--api-key", KEY)
+    assert proc.returncode == 4, proc.stderr
+    assert "cannot reach the endpoint" in proc.stderr
+    assert time.monotonic() - started < 60
+    assert json.loads(proc.stdout)["stop_reason"] == "network"
+    assert not [r for r in records(tmp_path / "out") if r["status"] == "failed"]
+
+
+# -- 2. exit codes describe the folder ---------------------------------------------------
+
+
+def test_a_rerun_that_leaves_failed_items_exits_1(tmp_path: Path, mock: ThreadedMockServer
+                                                  ) -> None:
+    rows = [{"id": "bad", "prompt": "x [[mock:malformed:1]]"}, {"id": "ok", "prompt": "fine"}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    assert run_cli("run", str(src), "-o", str(out), *remote(mock)).returncode == 1
+    again = run_cli("run", str(src), "-o", str(out), "--json", *remote(mock))
+    assert again.returncode == 1, again.stderr  # was 0: the failure counted as "skipped"
+    summary = json.loads(again.stdout)
+    assert summary["skipped_failed"] == 1 and summary["folder"]["failed"] == 1
+    assert "failed earlier" in again.stderr
+    assert run_cli("status", str(out)).returncode == 1
+    fixed = run_cli("run", str(src), "-o", str(out), "--retry-failed", *remote(mock))
+    assert fixed.returncode == 0, fixed.stderr
+    status = run_cli("status", str(out), "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["done"] == 2
+
+
+# -- 5. the budget holds across reruns ---------------------------------------------------
+
+
+def test_max_cost_caps_the_folder_across_reruns(tmp_path: Path, mock: ThreadedMockServer
+                                                ) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"b{i}"} for i in range(30)])
+    out = tmp_path / "out"
+    spent = []
+    for _ in range(2):
+        proc = run_cli("run", str(src), "-o", str(out), "--max-cost", "0.5", "--json",
+                       "--concurrency", "2", *remote(mock))
+        assert proc.returncode == 3, proc.stderr
+        summary = json.loads(proc.stdout)
+        spent.append(summary["cost_usd"])
+        assert summary["folder_cost_usd"] <= 0.5
+        assert summary["budget_left_usd"] == pytest.approx(0.5 - summary["folder_cost_usd"])
+        assert "of --max-cost left" in proc.stderr
+    assert spent[0] > 0 and spent[0] + spent[1] <= 0.5
+    folder = json.loads(run_cli("status", str(out), "--json").stdout)
+    assert folder["cost_usd"] <= 0.5
+
+
+# -- 4. run-wide options are checked before any request ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--image-size", "8K"), "--image-size"),
+        (("--aspect-ratio", "7:3"), "--aspect-ratio"),
+        (("--concurrency", "0"), "--concurrency"),
+        (("--concurrency", "0", "--dry-run"), "--concurrency"),
+        (("--image-size", "8K", "--dry-run"), "--image-size"),
+    ],
+)
+def test_bad_run_wide_options_exit_2_before_any_request(
+    tmp_path: Path, mock: ThreadedMockServer, flags: tuple[str, ...], message: str
+) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
+    proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), *flags, *remote(mock))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert mock.stats.requests == 0 and not records(tmp_path / "out")
+
+
+def test_dry_run_warns_about_a_model_not_in_the_table(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
+    proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--dry-run",
+                   "--model", "gemini-9-new-image")
+    assert proc.returncode == 0, proc.stderr
+    assert "not in cometgen's model table" in proc.stderr
