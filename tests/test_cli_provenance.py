@@ -43,6 +43,8 @@ def test_mock_folder_refuses_a_real_endpoint_unless_allowed(
     real = run_cli("run", str(src), "-o", str(out), *remote(mock))
     assert real.returncode == 2, real.stderr
     assert "built-in mock" in real.stderr and "--allow-endpoint-change" in real.stderr
+    dry = run_cli("run", str(src), "-o", str(out), "--dry-run", *remote(mock))
+    assert dry.returncode == 2 and "--allow-endpoint-change" in dry.stderr
     assert mock.stats.requests == 0
     allowed = run_cli("run", str(src), "-o", str(out), "--allow-endpoint-change", "--json",
                       *remote(mock))

@@ -110,7 +110,7 @@ class Batch:
         self._started = False
         self._adopt = False
         # Every HTTP attempt passes the gate: none leaves once the batch is stopping.
-        self.gate = install_gate(self.client, self._stopping.is_set)
+        self.gate = install_gate(self.client, self._stopping.is_set, self.stats.http_time)
         self._halt = HaltDetector()
         self._runner = ItemRunner(
             self.client, out_dir=self.out_dir, prices=self.prices,
@@ -331,7 +331,6 @@ class Batch:
             raise
         finally:
             self.stats.in_flight -= 1
-        self.stats.http_time(trace.http_time)
         halt, keep = self._halt.judge(outcome)
         if halt is not None:
             # Systemic, not the item's own failure: handed out, not recorded (a rerun does it).

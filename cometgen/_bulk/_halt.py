@@ -89,9 +89,14 @@ def current_trace(key: str) -> ItemTrace:
 class StopGate:
     """A ``Limiter`` around another: refuses slots once ``stopping()``, counts HTTP in flight."""
 
-    def __init__(self, inner: Limiter, stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self, inner: Limiter, stopping: Callable[[], bool],
+        on_attempt: Callable[[float], None] | None = None,
+    ) -> None:
         self.inner = inner
         self._stopping = stopping
+        #: Called with the seconds each HTTP attempt held its slot (limiter wait excluded).
+        self.on_attempt = on_attempt
         #: HTTP attempts holding a slot now.
         self.http_in_flight = 0
         #: Attempts waiting for a slot (pacing, window, 429 pause).
@@ -144,8 +149,11 @@ class _GateSlot:
     ) -> None:
         gate = self._gate
         gate.http_in_flight -= 1
+        elapsed = time.monotonic() - self._t0
         if self._trace is not None:
-            self._trace.http_time += time.monotonic() - self._t0
+            self._trace.http_time += elapsed
+        if gate.on_attempt is not None:
+            gate.on_attempt(elapsed)
         await self._cm.__aexit__(exc_type, exc, tb)
 
 
@@ -192,9 +200,12 @@ class HaltDetector:
         return isinstance(error, ConnectError | ConnectTimeout) and not maybe_billed
 
 
-def install_gate(client: AsyncClient, stopping: Callable[[], bool]) -> StopGate:
+def install_gate(
+    client: AsyncClient, stopping: Callable[[], bool],
+    on_attempt: Callable[[float], None] | None = None,
+) -> StopGate:
     """Put a ``StopGate`` around ``client``'s own limiter (a per-batch copy of the client)."""
-    gate = StopGate(client.limiter, stopping)
+    gate = StopGate(client.limiter, stopping, on_attempt)
     # The client sends every attempt through this attribute; the copy is the batch's own.
     client._limiter = gate  # type: ignore[assignment]
     return gate

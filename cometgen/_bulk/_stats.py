@@ -88,12 +88,11 @@ class BatchStats:
                 self._image_times.append(now)
 
     def http_time(self, seconds: float) -> None:
-        """Time one item spent in HTTP attempts (limiter wait excluded)."""
-        if seconds > 0:
-            self._http_times.append(seconds)
+        """Time one HTTP attempt took (the wait for a limiter slot excluded)."""
+        self._http_times.append(seconds)
 
     def latency_percentiles(self) -> tuple[float | None, float | None]:
-        """p50/p95 of the HTTP time per item (without the wait for a limiter slot)."""
+        """p50/p95 of the HTTP attempts (per item, limiter wait included, without a gate)."""
         values = sorted(self._http_times or self._latencies)
         return _percentile(values, 0.50), _percentile(values, 0.95)
 

@@ -10,13 +10,16 @@ from .._bulk._halt import CURRENT_KEY
 from .._bulk._job import check_options, spec_for
 from .._bulk._manifest import ManifestState, summarize
 from .._bulk._provenance import MOCK_ENDPOINT
-from .._config import Limits, Timeouts
+from .._config import Limits, Timeouts, resolve_base_url
 from .._exceptions import ConfigError, InputError
 from .._models import normalize_model
 from .._retry import RetryPolicy
 from ._settings import RunSettings, parse_shard
 
-__all__ = ["check_endpoint", "check_paths", "folder_counts", "install_item_names", "validate"]
+__all__ = [
+    "check_endpoint", "check_paths", "endpoint_for", "folder_counts", "install_item_names",
+    "validate",
+]
 
 logger = logging.getLogger("cometgen")
 
@@ -73,6 +76,13 @@ def check_paths(input_path: str, out_dir: str) -> bool:
         logger.warning("%s: the input file is empty: nothing to do", input_path)
         return True
     return False
+
+
+def endpoint_for(settings: RunSettings) -> str:
+    """What the manifest records as the endpoint: "mock" for the embedded default."""
+    if not settings.api_key and not settings.base_url:
+        return MOCK_ENDPOINT
+    return resolve_base_url(settings.base_url)
 
 
 def check_endpoint(state: ManifestState | None, endpoint: str, *, allow: bool) -> None:

@@ -11,6 +11,7 @@ from .._bulk._admission import shard_of
 from .._bulk._job import expand
 from .._bulk._manifest import load_manifest, should_send
 from .._exceptions import InputError
+from ._checks import check_endpoint, endpoint_for
 from ._settings import RunSettings
 from ._summary import EXIT_OK, EXIT_USAGE, MAX_PRINTED_ERRORS, err, print_json
 
@@ -35,6 +36,8 @@ def dry_run(args: argparse.Namespace, settings: RunSettings, shard: tuple[int, i
              jobs: Any, prices: Any) -> int:
     out = Path(args.out_dir)
     state = load_manifest(out) if (out / "manifest.jsonl").exists() else None
+    # As a real run would: a mock folder resumed on a real endpoint (or the reverse) is refused.
+    check_endpoint(state, endpoint_for(settings), allow=settings.allow_endpoint_change)
     good = bad = skipped = 0
     items = 0
     cost = 0.0

@@ -17,13 +17,19 @@ from .._bulk._batch import Batch, drain
 from .._bulk._input import iter_input
 from .._bulk._outcomes import Failed
 from .._bulk._pricing import load_prices
-from .._bulk._provenance import MOCK_ENDPOINT
 from .._client import AsyncClient
-from .._config import API_KEY_ENV, Limits, Timeouts, resolve_base_url
+from .._config import API_KEY_ENV, Limits, Timeouts
 from .._exceptions import ConfigError, InputError, OutputLockedError
 from .._exceptions import LimiterBackendError as _LimiterBackendError
 from .._retry import RetryPolicy
-from ._checks import check_endpoint, check_paths, folder_counts, install_item_names, validate
+from ._checks import (
+    check_endpoint,
+    check_paths,
+    endpoint_for,
+    folder_counts,
+    install_item_names,
+    validate,
+)
 from ._dry_run import count_lines, dry_run
 from ._loop import add_loop_argument, want_uvloop
 from ._progress import Progress
@@ -167,7 +173,7 @@ async def _run_async(
     async with AsyncExitStack() as stack:
         api_key, base_url = settings.api_key, settings.base_url
         adaptive = settings.adaptive
-        endpoint = MOCK_ENDPOINT if _use_mock(settings) else resolve_base_url(base_url)
+        endpoint = endpoint_for(settings)
         if _use_mock(settings):
             from ..testing import MockServer
 
