@@ -207,5 +207,5 @@ def install_gate(
     """Put a ``StopGate`` around ``client``'s own limiter (a per-batch copy of the client)."""
     gate = StopGate(client.limiter, stopping, on_attempt)
     # The client sends every attempt through this attribute; the copy is the batch's own.
-    client._limiter = gate  # type: ignore[assignment]
+    client._limiter = gate
     return gate
