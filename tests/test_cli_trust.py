@@ -87,25 +87,31 @@ def test_no_request_after_an_auth_stop(tmp_path: Path) -> None:
 
 
 def test_sigterm_sends_nothing_new_and_the_grace_cut_is_recorded(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"s{i}", "prompt": f"sig {i}"}
-                                              for i in range(60)])
+    # Four quick items, then slow ones (3 s answers): the signal comes while slow ones are in
+    # flight, and the 0.5 s grace period cuts them.
+    rows = [{"id": f"f{i}", "prompt": f"fast {i}"} for i in range(4)] + [
+        {"id": f"s{i}", "prompt": f"slow {i} [[mock:slow::3s]]"} for i in range(60)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
     cfg = tmp_path / "c.toml"
     cfg.write_text("grace_period = 0.5\n")
     out = tmp_path / "out"
-    with MockServer(latency=3.0).run_in_thread() as server:
+    with MockServer().run_in_thread() as server:
         proc = subprocess.Popen(
             cmd("run", str(src), "-o", str(out), "--concurrency", "4", "--json",
                 "--config", str(cfg), *remote(server)),
             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)  # four requests in flight, none answered yet
+        deadline = time.monotonic() + 30
+        while server.stats.requests < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the first slow requests are in flight, none answered
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=30)
         time.sleep(3.5)  # let the server finish the requests the client gave up on
-        assert server.stats.requests <= 4, stderr
+        assert server.stats.requests <= 8, stderr  # 4 quick + at most 4 cut
     assert proc.returncode == 130, stderr
     summary = json.loads(stdout)
     assert summary["stop_reason"] == "interrupted"
-    cut = records(out)
+    cut = [r for r in records(out) if str(r["key"]).startswith("s")]
     assert 1 <= len(cut) <= 4
     for rec in cut:
         assert rec["status"] == "failed" and rec["maybe_billed"] is True
