@@ -18,7 +18,6 @@ from cometgen._bulk._input import (
     MAX_LINE_BYTES,
     count_input,
     iter_input,
-    read_reference_image,
 )
 from cometgen._bulk._job import MAX_PROMPT_CHARS, Job
 from cometgen._exceptions import InputError
@@ -401,19 +400,6 @@ def test_reading_from_a_fifo_yields_before_the_writer_is_done(
 def test_sniff_image_type(data: bytes, mime: str | None) -> None:
     # One sniffer for input lines and Image: GIF and AVIF are refused by both.
     assert sniff_mime_type(data) == mime
-
-
-def test_read_reference_image(tmp_path: Path) -> None:
-    path = write(tmp_path / "photo.bin", JPEG + b"rest")
-    assert read_reference_image(path) == (JPEG + b"rest", "image/jpeg")
-    avif = write(tmp_path / "x.avif", AVIF)
-    with pytest.raises(InputError) as info:
-        read_reference_image(avif)
-    assert str(info.value) == f"{avif}: not a PNG, JPEG, WEBP, HEIC or HEIF image"
-    with pytest.raises(InputError, match=r"gone\.png: cannot read reference image: No such"):
-        read_reference_image(tmp_path / "gone.png")
-    with pytest.raises(InputError, match="not a regular file"):
-        read_reference_image(tmp_path)
 
 
 def test_a_replaced_reference_image_is_checked_again(tmp_path: Path) -> None:

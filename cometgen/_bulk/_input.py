@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import difflib
-import functools
 import os
-import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,25 +18,19 @@ from typing import IO, Any, Final
 import msgspec
 
 from .._exceptions import InputError
-from .._image import IMAGE_TYPES_TEXT, sniff_mime_type
 from .._models import DEFAULT_MODEL
-from ._job import Job, check_id, check_options, spec_for, type_name
+from ._input_fields import INPUT_FIELDS, did_you_mean, make_job
+from ._job import Job, type_name
 
 __all__ = [
     "INPUT_FIELDS",
     "MAX_LINE_BYTES",
     "count_input",
     "iter_input",
-    "read_reference_image",
 ]
 
 #: Longest input line accepted, in bytes; longer lines are skipped with an InputError.
 MAX_LINE_BYTES: Final = 1 << 20
-#: The keys a JSONL object (or the columns a CSV header) may have.
-INPUT_FIELDS: Final = (
-    "prompt", "id", "model", "aspect_ratio", "image_size", "images", "n", "seed", "metadata",
-)
-_FIELD_SET: Final = frozenset(INPUT_FIELDS)
 _FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "txt"}
 _BOM: Final = b"\xef\xbb\xbf"
 _decoder: Final = msgspec.json.Decoder()
@@ -163,7 +155,7 @@ def _read_jsonl(
                 yield InputError(f"expected a JSON object, got {type_name(obj)}",
                                  file=file, line=lineno)
                 continue
-            yield _make_job(obj, file, lineno, base, default_model)
+            yield make_job(obj, file, lineno, base, default_model)
     finally:
         if close:
             f.close()
@@ -185,7 +177,7 @@ def _read_txt(f: IO[bytes], file: str, default_model: str) -> Iterator[Job | Inp
                 continue
             if not prompt.strip() or prompt.lstrip().startswith("#"):
                 continue
-            yield _make_job({"prompt": prompt}, file, lineno, "", default_model)
+            yield make_job({"prompt": prompt}, file, lineno, "", default_model)
 
 
 # --- CSV -----------------------------------------------------------------------------
@@ -240,7 +232,7 @@ def _parse_csv_header(reader: Any, lines: _CsvLines, file: str) -> list[str]:
                 raise InputError("duplicate column in the header row", file=file, field=column)
             seen.add(column)
             if column not in INPUT_FIELDS and not _is_metadata_column(column):
-                raise InputError(f"unknown column{_did_you_mean(column)}", file=file,
+                raise InputError(f"unknown column{did_you_mean(column)}", file=file,
                                  field=column)
         if "metadata" in seen and any(_is_metadata_column(c) for c in columns):
             raise InputError("use either a 'metadata' column or 'metadata.*' columns",
@@ -315,116 +307,4 @@ def _csv_job(
         fields["metadata"] = metadata
     if "prompt" not in fields and cells.get("prompt") is not None:
         return InputError("must not be empty", file=file, line=line, field="prompt")
-    return _make_job(fields, file, line, base, default_model)
-
-
-# --- shared validation ---------------------------------------------------------------
-
-
-def _did_you_mean(name: str) -> str:
-    close = difflib.get_close_matches(name, INPUT_FIELDS, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _make_job(
-    obj: dict[str, Any], file: str, line: int, base: str, default_model: str
-) -> Job | InputError:
-    """Build and check a Job from decoded fields; any problem becomes an InputError value.
-
-    A bad line that still names a usable ``id`` keeps it on the error (``item_id``), so
-    the failure is recorded under the same key a corrected line will use.
-    """
-    result = _build_job(obj, file, line, base, default_model)
-    if isinstance(result, InputError):
-        raw_id = obj.get("id")
-        if type(raw_id) is int:
-            raw_id = str(raw_id)
-        if isinstance(raw_id, str) and check_id(raw_id) is None:
-            result.item_id = raw_id
-    return result
-
-
-def _build_job(
-    obj: dict[str, Any], file: str, line: int, base: str, default_model: str
-) -> Job | InputError:
-    if unknown := obj.keys() - _FIELD_SET:
-        key = next(k for k in obj if k in unknown)  # the first, in line order
-        return InputError(f"unknown field{_did_you_mean(key)}", file=file, line=line, field=key)
-    if "prompt" not in obj:
-        return InputError("is required", file=file, line=line, field="prompt")
-    fields = {k: v for k, v in obj.items() if v is not None or k == "prompt"}
-    job_id = fields.get("id")
-    if type(job_id) is int:
-        fields["id"] = str(job_id)
-    images: list[str] = []
-    if "images" in fields:
-        raw_images = fields["images"]
-        if not isinstance(raw_images, list):
-            return InputError(f"expected an array of file paths, got {type_name(raw_images)}",
-                              file=file, line=line, field="images")
-        for i, image in enumerate(raw_images):
-            if not isinstance(image, str) or not image.strip():
-                what = type_name(image) if not isinstance(image, str) else "an empty string"
-                return InputError(f"expected a file path, got {what}", file=file, line=line,
-                                  field=f"images[{i}]")
-            images.append(os.path.abspath(os.path.join(base, os.path.expanduser(image))))
-        fields["images"] = tuple(images)
-    try:
-        job = Job(**fields, line=line)
-    except InputError as exc:
-        return InputError(exc.reason, file=file, line=line, field=exc.field)
-    model = job.model or default_model
-    problem = check_options(model, job.aspect_ratio, job.image_size)
-    if problem is not None:
-        return InputError(problem[1], file=file, line=line, field=problem[0])
-    if images:
-        spec = spec_for(model)
-        if spec is not None and len(images) > spec.max_reference_images:
-            return InputError(f"{len(images)} reference images, but {model} takes at most "
-                              f"{spec.max_reference_images}", file=file, line=line,
-                              field="images")
-        for i, image in enumerate(images):
-            if (why := _check_image_file(image)) is not None:
-                return InputError(why, file=file, line=line, field=f"images[{i}]")
-    return job
-
-
-def _check_image_file(path: str) -> str | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return f"no such file: {path}"
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror or exc}"
-    if not stat.S_ISREG(st.st_mode):
-        return f"not a regular file: {path}"
-    return _sniff_file(path, st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=4096)
-def _sniff_file(path: str, mtime_ns: int, size: int) -> str | None:
-    # Cached on (path, mtime, size): many jobs share the same reference image.
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror or exc}"
-    if sniff_mime_type(head) is None:
-        return f"not a {IMAGE_TYPES_TEXT} image: {path}"
-    return None
-
-
-def read_reference_image(path: str | os.PathLike[str]) -> tuple[bytes, str]:
-    """Read a reference image: its bytes and MIME type (sniffed, not guessed from the name)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except IsADirectoryError:
-        raise InputError("not a regular file", file=str(path)) from None
-    except OSError as exc:
-        raise InputError(f"cannot read reference image: {exc.strerror or exc}",
-                         file=str(path)) from None
-    mime = sniff_mime_type(data[:64])
-    if mime is None:
-        raise InputError(f"not a {IMAGE_TYPES_TEXT} image", file=str(path))
-    return data, mime
+    return make_job(fields, file, line, base, default_model)
