@@ -144,11 +144,16 @@ class AsyncClient:
         limits: Limits | None = None,
         on_no_image: OnNoImage | None = None,
         headers: Mapping[str, str] | None = None,
+        limiter: Limiter | None = None,
     ) -> AsyncClient:
         """A copy with some options changed, sharing this client's connection pool.
 
-        The copy shares the rate limiter too, unless ``limits`` gives it its own.
+        The copy shares the rate limiter too, unless ``limits`` gives it its own or
+        ``limiter`` replaces it (not both).
         """
+        if limiter is not None and (limits is not None or not isinstance(limiter, Limiter)):
+            raise ConfigError("limiter= takes an object with the Limiter protocol (slot(), "
+                              "snapshot()), in place of limits=; not both")
         clone = object.__new__(AsyncClient)
         clone.__dict__.update(self.__dict__)
         if model is not None:
@@ -161,6 +166,8 @@ class AsyncClient:
             clone.limits = limits
             clone._limiter = self._shared.make_limiter(limits, self._key, self.base_url,
                                                        clock=self._clock, sleep=self._sleep)
+        if limiter is not None:
+            clone._limiter = limiter
         if on_no_image is not None:
             if on_no_image not in ("raise", "return"):
                 raise ConfigError(f"on_no_image must be 'raise' or 'return', got {on_no_image!r}")

@@ -260,3 +260,46 @@ async def test_batch_limits_are_validated_by_limits() -> None:
             cometgen.Batch(client, concurrency=0)
         with pytest.raises(cometgen.ConfigError, match=r"Limits\.rpm must be > 0"):
             cometgen.Batch(client, rpm=-1)
+
+
+class _CountingLimiter:
+    """A user's own ``Limiter``: a ``RateLimiter`` that counts the slots it grants."""
+
+    def __init__(self) -> None:
+        self.inner = cometgen.RateLimiter(concurrency=3)
+        self.slots = 0
+
+    def slot(self, images: int = 1):  # type: ignore[no-untyped-def]
+        self.slots += 1
+        return self.inner.slot(images)
+
+    def snapshot(self) -> cometgen.LimiterStats:
+        return self.inner.snapshot()
+
+
+async def test_batch_uses_the_clients_own_limiter() -> None:
+    # A client built with limiter= kept it for generate() but Batch made its own from
+    # Limits: the user's limiter (a quota shared with other code) was bypassed.
+    limiter = _CountingLimiter()
+    async with MockServer() as server, cometgen.AsyncClient(
+        api_key="k", base_url=server.url, retry=FAST, limiter=limiter
+    ) as client:
+        async with cometgen.Batch(client) as batch:
+            stats = await batch.run_all([cometgen.Job(prompt=f"p{i}") for i in range(7)])
+        assert stats.done == 7
+        assert limiter.slots == 7
+        # Passing a limit option gives the batch its own limiter, as documented.
+        async with cometgen.Batch(client, concurrency=2) as batch:
+            await batch.run_all([cometgen.Job(prompt=f"q{i}") for i in range(3)])
+        assert limiter.slots == 7
+
+
+async def test_with_options_limiter_replaces_the_limiter() -> None:
+    limiter = _CountingLimiter()
+    async with MockServer() as server, client_for(server) as client:
+        copy = client.with_options(limiter=limiter)
+        await copy.generate("a fox")
+        await client.generate("a fox")
+        assert limiter.slots == 1
+        with pytest.raises(cometgen.ConfigError, match="not both"):
+            client.with_options(limiter=limiter, limits=cometgen.Limits())

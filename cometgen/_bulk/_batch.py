@@ -24,7 +24,7 @@ from .._client import AsyncClient
 from .._exceptions import ConfigError, InputError
 from .._files import cleanup_temp_files, temp_name_for
 from ._admission import Admission, Budget, shard_of
-from ._halt import HaltDetector, Halted, current_trace, install_gate
+from ._halt import HaltDetector, Halted, current_trace, with_gate
 from ._item_runner import ItemRunner, now_iso
 from ._job import Job, WorkItem, expand, image_sha256
 from ._manifest import ManifestRecord, ManifestState, load_manifest
@@ -82,11 +82,11 @@ class Batch:
             raise ConfigError(f"max_cost must be >= 0, got {max_cost!r}")
         # Only what the caller passed replaces the client's limits; replace() keeps the rest
         # (shared Redis URL, namespace, lease TTL) and Limits validates the new values.
+        # Nothing passed: the batch shares the client's own limiter (a custom one too).
         given = {"concurrency": concurrency, "rpm": rpm, "ipm": ipm, "adaptive": adaptive}
-        limits = msgspec.structs.replace(
-            client.limits, **{k: v for k, v in given.items() if v is not None}
-        )
-        self.client = client.with_options(limits=limits, on_no_image="return")
+        changed = {k: v for k, v in given.items() if v is not None}
+        limits = msgspec.structs.replace(client.limits, **changed)
+        base = client.with_options(limits=limits if changed else None, on_no_image="return")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.concurrency = limits.concurrency
         self.model = model or client.model
@@ -110,7 +110,7 @@ class Batch:
         self._started = False
         self._adopt = False
         # Every HTTP attempt passes the gate: none leaves once the batch is stopping.
-        self.gate = install_gate(self.client, self._stopping.is_set, self.stats.http_time)
+        self.client, self.gate = with_gate(base, self._stopping.is_set, self.stats.http_time)
         self._halt = HaltDetector()
         self._runner = ItemRunner(
             self.client, out_dir=self.out_dir, prices=self.prices,

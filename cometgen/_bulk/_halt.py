@@ -36,7 +36,7 @@ __all__ = [
     "ItemTrace",
     "StopGate",
     "current_trace",
-    "install_gate",
+    "with_gate",
 ]
 
 #: Consecutive items failing to reach the endpoint after which the run halts.
@@ -200,12 +200,10 @@ class HaltDetector:
         return isinstance(error, ConnectError | ConnectTimeout) and not maybe_billed
 
 
-def install_gate(
+def with_gate(
     client: AsyncClient, stopping: Callable[[], bool],
     on_attempt: Callable[[float], None] | None = None,
-) -> StopGate:
-    """Put a ``StopGate`` around ``client``'s own limiter (a per-batch copy of the client)."""
+) -> tuple[AsyncClient, StopGate]:
+    """A copy of ``client`` whose every attempt passes a ``StopGate`` around its limiter."""
     gate = StopGate(client.limiter, stopping, on_attempt)
-    # The client sends every attempt through this attribute; the copy is the batch's own.
-    client._limiter = gate
-    return gate
+    return client.with_options(limiter=gate), gate
