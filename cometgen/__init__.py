@@ -11,6 +11,7 @@ from ._bulk._metadata import write_metadata_jsonl
 from ._bulk._outcomes import Blocked, Done, Failed, NoImage, Outcome
 from ._bulk._pricing import PriceTable, load_prices
 from ._bulk._stats import BatchStats
+from ._cache import ImageCache
 from ._chat import AsyncChat
 from ._client import AsyncClient
 from ._config import Limits, Timeouts
@@ -47,6 +48,7 @@ from ._exceptions import (
 from ._hooks import RequestEvent, ResponseEvent
 from ._image import Image
 from ._limits import Limiter, LimiterStats, RateLimiter, Slot
+from ._models import ModelRegistry, ModelSpec, load_models, use_models
 from ._redis_limits import RedisLimiter
 from ._result import GenerateResult, Usage
 from ._retry import RetryPolicy
@@ -81,6 +83,7 @@ __all__ = [
     "GenerateResult",
     "GenerationError",
     "Image",
+    "ImageCache",
     "ImageSafetyError",
     "InputError",
     "Job",
@@ -91,6 +94,8 @@ __all__ = [
     "ManifestRecord",
     "MergeConflictError",
     "MergeReport",
+    "ModelRegistry",
+    "ModelSpec",
     "NoImage",
     "NoImageError",
     "NotFoundError",
@@ -120,8 +125,10 @@ __all__ = [
     "__version__",
     "generate",
     "iter_input",
+    "load_models",
     "load_prices",
     "merge_outputs",
+    "use_models",
     "write_metadata_jsonl",
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -11,7 +12,9 @@ from typing import Any
 
 import anyio
 
+from . import _models as models
 from . import _wire as wire
+from ._cache import ImageCache, open_cache
 from ._call_errors import deadline_error, status_error
 from ._chat import AsyncChat
 from ._config import (
@@ -34,7 +37,7 @@ from ._exceptions import (
 from ._hooks import AttemptRecord, EventHooks, Hooks, RequestEvent, request_id_of
 from ._lifecycle import SharedState
 from ._limits import Limiter, Slot
-from ._models import DEFAULT_MODEL, normalize_model
+from ._models import DEFAULT_MODEL, ServiceTier, normalize_model
 from ._redis_limits import RedisLimiter
 from ._request import ImageInput, build_request, image_part
 from ._result import GenerateResult, no_image_error
@@ -74,6 +77,8 @@ class AsyncClient:
         transport: AsyncTransport | None = None,
         proxy: str | None = None,
         verify: Verify = True,
+        service_tier: ServiceTier = "standard",
+        cache: ImageCache | str | os.PathLike[str] | None = None,
         _clock: Callable[[], float] = time.monotonic,
         _sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -93,6 +98,9 @@ class AsyncClient:
         self.limits = limits or Limits()
         self.on_no_image: OnNoImage = on_no_image
         self._extra_headers = dict(headers or {})
+        self.service_tier = models.check_service_tier(service_tier)
+        self.cache = open_cache(cache)  # answers kept across runs
+        self._warned_models: set[str] = set()  # shared with copies: once per run
         self._clock = _clock
         self._sleep = _sleep
         self._hooks = Hooks(event_hooks)
@@ -145,6 +153,7 @@ class AsyncClient:
         on_no_image: OnNoImage | None = None,
         headers: Mapping[str, str] | None = None,
         limiter: Limiter | None = None,
+        service_tier: ServiceTier | None = None,
     ) -> AsyncClient:
         """A copy with some options changed, sharing this client's connection pool.
 
@@ -172,6 +181,8 @@ class AsyncClient:
             if on_no_image not in ("raise", "return"):
                 raise ConfigError(f"on_no_image must be 'raise' or 'return', got {on_no_image!r}")
             clone.on_no_image = on_no_image
+        if service_tier is not None:
+            clone.service_tier = models.check_service_tier(service_tier)
         if headers is not None:
             clone._extra_headers = {**self._extra_headers, **headers}
             clone._headers = clone._build_headers()
@@ -218,6 +229,7 @@ class AsyncClient:
         system_instruction: str | None = None,
         thinking_level: str | None = None,
         google_search: bool = False,
+        service_tier: ServiceTier | None = None,
         timeout: float | None = None,
         on_no_image: OnNoImage | None = None,
     ) -> GenerateResult:
@@ -240,6 +252,7 @@ class AsyncClient:
             system_instruction=system_instruction,
             thinking_level=thinking_level,
             google_search=google_search,
+            service_tier=models.check_service_tier(service_tier or self.service_tier),
         )
         return await self.generate_from_request(
             request, model=model, timeout=timeout, on_no_image=on_no_image
@@ -253,22 +266,31 @@ class AsyncClient:
         timeout: float | None = None,
         on_no_image: OnNoImage | None = None,
         images: int = 1,
+        cache_variant: str = "",
     ) -> GenerateResult:
-        """Send a prepared wire request and interpret the answer as an image result."""
+        """Send a prepared wire request and interpret the answer as an image result.
+
+        With a ``cache``, an answer cached for the same model, body and ``cache_variant``
+        is returned (``result.cached``) without sending; new answers are cached.
+        """
         use_model = normalize_model(model or self.model)
-        started = self._clock()
-        response, state, last = await self._send_with_retries(
-            use_model, wire.encode_request(request), timeout=timeout, images=images
-        )
-        result = GenerateResult.from_response(
-            response,
-            model=use_model,
-            attempts=state.attempts,
-            maybe_billed=state.maybe_billed,
-            latency=self._clock() - started,
-            headers=last.headers,
-            request_id=request_id_of(last.headers),
-        )
+        models.warn_model_status(use_model, None, self._warned_models)
+        started, body = self._clock(), wire.encode_request(request)
+        hit, key = await self.cache.lookup(use_model, body, cache_variant) if self.cache else (
+            None, "")
+        if hit is not None:
+            result = GenerateResult.from_response(hit, model=use_model, attempts=0, cached=True)
+        else:
+            response, state, last = await self._send_with_retries(
+                use_model, body, timeout=timeout, images=images
+            )
+            if self.cache is not None:  # blocked and no-image answers too: they are answers
+                await self.cache.put(key, use_model, response)
+            result = GenerateResult.from_response(
+                response, model=use_model, attempts=state.attempts,
+                maybe_billed=state.maybe_billed, latency=self._clock() - started,
+                headers=last.headers, request_id=request_id_of(last.headers),
+            )
         if not result.images and (on_no_image or self.on_no_image) == "raise":
             raise no_image_error(result)
         return result

@@ -36,8 +36,12 @@ def build_request(
     system_instruction: str | None = None,
     thinking_level: str | None = None,
     google_search: bool = False,
+    service_tier: str | None = None,
 ) -> wire.GenerateContentRequest:
-    """Assemble a ``GenerateContentRequest`` for image generation."""
+    """Assemble a ``GenerateContentRequest`` for image generation.
+
+    ``service_tier`` "standard" (the default tier) is left out of the body.
+    """
     image_config = None
     if aspect_ratio is not None or image_size is not None:
         image_config = wire.ImageConfig(aspect_ratio=aspect_ratio, image_size=image_size)
@@ -58,4 +62,5 @@ def build_request(
         ),
         generation_config=config,
         tools=[wire.Tool(google_search=wire.GoogleSearch())] if google_search else None,
+        service_tier=None if service_tier in (None, "standard") else service_tier,
     )

@@ -84,6 +84,8 @@ class GenerateResult:
     request_id: str | None = None
     #: The HTTP response headers of the successful attempt.
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: True when the answer came from an ``ImageCache`` (nothing was sent or billed).
+    cached: bool = False
     response: GenerateContentResponse = field(default_factory=GenerateContentResponse, repr=False)
 
     @property
@@ -104,7 +106,7 @@ class GenerateResult:
     def from_response(
         cls, response: GenerateContentResponse, *, model: str, attempts: int = 1,
         maybe_billed: bool = False, latency: float = 0.0, request_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None, cached: bool = False,
     ) -> GenerateResult:
         candidate = response.candidates[0] if response.candidates else None
         # The final parts are walked once here (image_parts() and text() would each walk
@@ -139,6 +141,7 @@ class GenerateResult:
             latency=latency,
             request_id=request_id,
             headers=headers if headers is not None else {},
+            cached=cached,
             response=response,
         )
 

@@ -168,6 +168,8 @@ class GenerateContentRequest(_Wire):
     generation_config: GenerationConfig | None = None
     safety_settings: list[SafetySetting] | None = None
     tools: list[Tool] | None = None
+    #: "flex" | "priority"; omitted means standard (see docs/wire-notes.md).
+    service_tier: str | None = None
 
 
 # --- response ---------------------------------------------------------------------------------
@@ -209,6 +211,8 @@ class UsageMetadata(_Wire):
     tool_use_prompt_token_count: int = 0
     prompt_tokens_details: list[ModalityTokenCount] = []
     candidates_tokens_details: list[ModalityTokenCount] = []
+    #: The tier that served the request ("standard", "flex", ...), when the answer says.
+    service_tier: str | None = None
 
     def image_tokens(self) -> int:
         """Output tokens billed for images (``candidatesTokensDetails`` with modality IMAGE)."""

@@ -31,6 +31,7 @@ LAYERS: list[tuple[tuple[str, ...], ...]] = [
         ("cometgen._limits", "cometgen._redis_limits", "cometgen._redis_scripts",
          "cometgen._redis_support"),
         ("cometgen._retry",),
+        ("cometgen._cache",),
     ),
     (("cometgen._result",),),
     (("cometgen._image",),),

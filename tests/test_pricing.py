@@ -31,10 +31,10 @@ def test_builtin_table_has_the_documented_list_prices() -> None:
     assert load_prices() is load_prices()  # parsed once
 
 
-def test_price_file_names_its_source_and_date() -> None:
-    text = resources.files("cometgen._bulk").joinpath("prices.toml").read_text()
+def test_registry_names_its_price_source_and_date() -> None:
+    text = resources.files("cometgen").joinpath("models.toml").read_text()
     assert "https://ai.google.dev/gemini-api/docs/pricing" in text and "2026-11" in text
-    assert set(tomllib.loads(text)) == {"models"}
+    assert set(tomllib.loads(text)) == {"models", "tiers"}
 
 
 def test_cost_arithmetic() -> None:

@@ -107,6 +107,7 @@ class Budget:
             image_size=item.image_size,
             prompt_chars=len(item.job.prompt),
             n_reference_images=len(item.job.images),
+            tier=item.service_tier,
         ) or 0.0
 
     def reserve(self, item: WorkItem) -> bool:

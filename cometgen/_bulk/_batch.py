@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._client import AsyncClient
 from .._exceptions import ConfigError, InputError
 from .._files import cleanup_temp_files, temp_name_for
+from .._models import ServiceTier, check_service_tier
 from ._admission import Admission, Budget, shard_of
 from ._halt import HaltDetector, Halted, current_trace, with_gate
 from ._item_runner import ItemRunner, now_iso
@@ -30,7 +31,7 @@ from ._job import Job, WorkItem, expand, image_sha256
 from ._manifest import ManifestRecord, ManifestState, load_manifest
 from ._manifest_writer import ManifestWriter
 from ._metadata import write_metadata_jsonl
-from ._outcomes import Done, Outcome
+from ._outcomes import Done, Failed, Outcome
 from ._pricing import PriceTable, load_prices
 from ._provenance import add_provenance, bad_line_result, cut_record
 from ._stats import BatchStats
@@ -75,6 +76,7 @@ class Batch:
         job_timeout: float | None = None,
         endpoint: str | None = None,
         regenerate_changed: bool = False,
+        service_tier: ServiceTier | None = None,
     ) -> None:
         if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
             raise ConfigError(f"shard must be I/N with 0 <= I < N, got {shard[0]}/{shard[1]}")
@@ -98,6 +100,8 @@ class Batch:
         self.prices = prices if isinstance(prices, PriceTable) else load_prices(prices)
         self.shard = shard
         self.job_timeout = job_timeout
+        #: Jobs without their own ``service_tier`` use this one.
+        self.service_tier = check_service_tier(service_tier or client.service_tier)
         self.stats = BatchStats()
         #: Recorded on every item: "mock" or the base URL (provenance).
         self.endpoint = endpoint
@@ -270,6 +274,7 @@ class Batch:
                         default_aspect_ratio=self.aspect_ratio,
                         default_image_size=self.image_size,
                         image_hashes=hashes,
+                        default_service_tier=self.service_tier,
                     )
                 except InputError as exc:
                     await self._bad_line(exc, entry, out)
@@ -368,11 +373,21 @@ class Batch:
         if outcome is None or out is None:
             return
         n_images = (len(outcome.files) or len(outcome.images)) if isinstance(outcome, Done) else 0
+        if isinstance(outcome, Failed) and _shed(outcome, self.service_tier):
+            self.stats.shed += 1
+        elif record is not None and record.cached:
+            self.stats.cached += 1
         self.stats.record(
             outcome.status, attempts=outcome.attempts, maybe_billed=outcome.maybe_billed,
             latency=outcome.latency, cost=outcome.cost, images=n_images, key=outcome.key,
         )
         await out.send(outcome)
+
+
+def _shed(outcome: Failed, default_tier: str) -> bool:
+    """A Flex request the provider shed under load (429/503): counted apart in the stats."""
+    tier = (outcome.job.service_tier if outcome.job is not None else None) or default_tier
+    return tier == "flex" and getattr(outcome.error, "status_code", None) in (429, 503)
 
 
 def _hash_images(images: tuple[str | bytes, ...]) -> list[str]:

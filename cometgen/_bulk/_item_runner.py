@@ -61,7 +61,8 @@ class ItemRunner:
         try:
             request = await self._request_for(item)
             result = await self.client.generate_from_request(
-                request, model=item.model, timeout=self.job_timeout
+                request, model=item.model, timeout=self.job_timeout,
+                cache_variant=str(item.index),  # n images of one job are n answers
             )
         except Halted:
             raise  # the batch is stopping: nothing was sent for this attempt
@@ -72,7 +73,8 @@ class ItemRunner:
             logger.exception("unexpected error on item %r", item.key)
             return self._failed(item, exc, started_at, t0)
         job = item.job
-        cost = self.prices.cost_from_usage(item.model, result.response.usage_metadata)
+        cost = 0.0 if result.cached else self.prices.cost_from_usage(
+            item.model, result.response.usage_metadata, item.service_tier)
         status = result.outcome
         record = ManifestRecord(
             key=item.key, id=job.id, status=status, model=item.model, prompt=job.prompt,
@@ -81,7 +83,7 @@ class ItemRunner:
             attempts=result.attempts, maybe_billed=result.maybe_billed,
             latency=round(result.latency, 4), cost=cost, usage=result.usage.as_dict(),
             finish_reason=result.finish_reason, block_reason=result.block_reason,
-            text=[result.text] if result.text else [],
+            text=[result.text] if result.text else [], cached=result.cached,
         )
         if status == "done":
             try:
@@ -197,6 +199,7 @@ class ItemRunner:
             image_size=item.image_size,
             seed=item.job.seed,
             include_text=self.include_text,
+            service_tier=item.service_tier,
         )
 
     async def _save(self, item: WorkItem, result: GenerateResult) -> list[FileRecord]:

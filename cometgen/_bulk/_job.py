@@ -12,8 +12,16 @@ from typing import Any
 
 import msgspec
 
-from .._exceptions import InputError
-from .._models import ModelSpec, model_spec, normalize_model, validate_image_options
+from .._exceptions import ConfigError, InputError
+from .._models import (
+    ModelRegistry,
+    ModelSpec,
+    ServiceTier,
+    active_models,
+    check_service_tier,
+    normalize_model,
+    validate_image_options,
+)
 
 __all__ = [
     "MAX_ID_CHARS",
@@ -40,19 +48,29 @@ _encoder = msgspec.json.Encoder(order="sorted")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-# Input lines repeat a handful of (model, options) combinations; look each up once.
-@functools.lru_cache(maxsize=256)
 def spec_for(model: str) -> ModelSpec | None:
-    """``model_spec``, cached."""
-    return model_spec(model)
+    """``model_spec`` in the active registry, cached."""
+    return _spec_for(active_models(), model)
 
 
-@functools.lru_cache(maxsize=1024)
 def check_options(
     model: str, aspect_ratio: str | None, image_size: str | None
 ) -> tuple[str, str] | None:
-    """``validate_image_options``, cached."""
-    return validate_image_options(model, aspect_ratio, image_size)
+    """``validate_image_options`` in the active registry, cached."""
+    return _check_options(active_models(), model, aspect_ratio, image_size)
+
+
+# Input lines repeat a handful of (model, options) combinations; look each up once.
+@functools.lru_cache(maxsize=256)
+def _spec_for(registry: ModelRegistry, model: str) -> ModelSpec | None:
+    return registry.get(model)
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_options(
+    registry: ModelRegistry, model: str, aspect_ratio: str | None, image_size: str | None
+) -> tuple[str, str] | None:
+    return validate_image_options(model, aspect_ratio, image_size, registry)
 
 
 _JSON_NAMES = {
@@ -103,6 +121,8 @@ class Job:
     #: Images wanted; each is a separate request (image models return one per call).
     n: int = 1
     seed: int | None = None
+    #: None means the run's tier (``Batch(service_tier=...)``, default "standard").
+    service_tier: ServiceTier | None = None
     #: Any JSON value, carried through to the manifest.
     metadata: Any = None
     #: Source line, for messages; not part of the key.
@@ -149,6 +169,11 @@ def _check_job(job: Job) -> tuple[str, str] | None:
             return "seed", f"expected an integer, got {type_name(job.seed)}"
         if not _INT32_MIN <= job.seed <= _INT32_MAX:
             return "seed", f"must fit in 32 bits, got {job.seed}"
+    if job.service_tier is not None:
+        try:
+            check_service_tier(job.service_tier)
+        except ConfigError as exc:
+            return "service_tier", str(exc)
     return None
 
 
@@ -166,6 +191,7 @@ class WorkItem:
     #: For jobs with an id: a hash of the request (prompt, model, options, references), so a
     #: rerun notices an id reused for a different request.
     fingerprint: str | None = None
+    service_tier: ServiceTier = "standard"
 
 
 def image_sha256(image: str | bytes | os.PathLike[str]) -> str:
@@ -237,13 +263,15 @@ def expand(
     default_aspect_ratio: str | None = None,
     default_image_size: str | None = None,
     image_hashes: Sequence[str] = (),
+    default_service_tier: ServiceTier = "standard",
 ) -> list[WorkItem]:
     """Resolve defaults and split ``job`` into ``job.n`` work items with stable keys.
 
     A run-wide ``default_image_size`` is ignored for models that take no size; the model's
     own default size is filled in, so an omitted size and its default share a key.
     ``image_hashes`` (sha256 hex per reference image) are computed by reading the files when
-    not given. Raises InputError when the effective options do not suit the model.
+    not given. The service tier is not part of the key: rerunning on another tier resumes.
+    Raises InputError when the effective options do not suit the model.
     """
     model = normalize_model(job.model or default_model)
     spec = spec_for(model)
@@ -277,6 +305,7 @@ def expand(
             ),
             job=job, index=index, model=model, aspect_ratio=aspect_ratio,
             image_size=image_size, fingerprint=fingerprint,
+            service_tier=job.service_tier or default_service_tier,
         )
         for index in range(job.n)
     ]

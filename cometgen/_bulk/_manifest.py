@@ -83,6 +83,8 @@ class ManifestRecord(Struct, kw_only=True, omit_defaults=True):
     cost: float | None = None
     attempts: int = 0
     maybe_billed: bool = False
+    #: Answered from the cross-run cache (``--cache``): not sent, cost 0.
+    cached: bool = False
     latency: float | None = None
     started_at: str | None = None  #: ISO 8601 UTC
     finished_at: str | None = None  #: ISO 8601 UTC

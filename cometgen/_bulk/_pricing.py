@@ -1,4 +1,4 @@
-"""Per-model prices (data in ``prices.toml``) and the cost model built on them."""
+"""Per-model prices (from the model registry, ``models.toml``) and the cost model on them."""
 
 from __future__ import annotations
 
@@ -8,30 +8,19 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final
 
 from .._exceptions import ConfigError
-from .._models import model_spec, normalize_model
+from .._models import ModelRegistry, active_models, normalize_model
 
 __all__ = ["ModelPrice", "PriceTable", "load_prices"]
 
 _PRICE_KEYS: Final = ("input_per_m", "text_output_per_m", "image_output_per_m")
 #: Rough tokenizer ratio for projecting prompt tokens from characters.
 CHARS_PER_TOKEN: Final = 4
-#: Prompt tokens per reference image, by family. Gemini 3 reads images at high media
-#: resolution (1120 tokens) by default; 2.5 uses 258 per small image (more for large, tiled).
-REFERENCE_IMAGE_TOKENS: Final[Mapping[str, int]] = MappingProxyType({
-    "gemini-2.5-flash-image": 258, "gemini-3-pro-image": 1120, "gemini-3.1-flash-image": 1120,
-})
-_DEFAULT_REFERENCE_IMAGE_TOKENS: Final = 258
 #: Text output tokens expected beside an image (the recorded responses show ~15-660).
 EXPECTED_TEXT_TOKENS: Final = 100
-#: Thinking tokens expected per request, by family (Pro always thinks: 174-529 recorded).
-EXPECTED_THOUGHT_TOKENS: Final[Mapping[str, int]] = MappingProxyType({
-    "gemini-3-pro-image": 200,
-})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,45 +33,63 @@ class ModelPrice:
 
 
 class PriceTable:
-    """Prices by model family (or exact model name), and the cost arithmetic."""
+    """Prices by model family (or exact model name), and the cost arithmetic.
 
-    __slots__ = ("_prices",)
+    Prices are the standard tier's; ``tier=`` scales them by the registry's multiplier
+    (Flex and Batch half, Priority double).
+    """
 
-    def __init__(self, prices: Mapping[str, ModelPrice]) -> None:
+    __slots__ = ("_models", "_prices")
+
+    def __init__(
+        self, prices: Mapping[str, ModelPrice], models: ModelRegistry | None = None
+    ) -> None:
         self._prices: Mapping[str, ModelPrice] = MappingProxyType(dict(prices))
+        self._models = models or active_models()
 
     @property
     def prices(self) -> Mapping[str, ModelPrice]:
         """The table: family or model name -> price (read-only)."""
         return self._prices
 
+    @property
+    def models(self) -> ModelRegistry:
+        """The registry the token counts and tier multipliers come from."""
+        return self._models
+
     def __repr__(self) -> str:
         return f"PriceTable({dict(self._prices)!r})"
 
-    def price(self, model: str) -> ModelPrice | None:
-        """The price for ``model``: an exact-name entry, else its family's, else None."""
+    def price(self, model: str, tier: str | None = None) -> ModelPrice | None:
+        """The price for ``model`` in ``tier``: an exact-name entry, else its family's."""
         name = normalize_model(model)
-        if (found := self._prices.get(name)) is not None:
+        found = self._prices.get(name)
+        if found is None:
+            spec = self._models.get(name)
+            found = self._prices.get(spec.family) if spec is not None else None
+        if found is None or tier in (None, "standard"):
             return found
-        spec = model_spec(name)
-        return self._prices.get(spec.family) if spec is not None else None
+        k = self._models.tier_multiplier(tier)
+        return ModelPrice(found.input_per_m * k, found.text_output_per_m * k,
+                          found.image_output_per_m * k)
 
     def cost(
         self, model: str, *, prompt_tokens: int, output_text_tokens: int, thought_tokens: int,
-        image_tokens: int,
+        image_tokens: int, tier: str | None = None,
     ) -> float | None:
         """Dollars for one request's token counts, or None when the model has no price."""
-        p = self.price(model)
+        p = self.price(model, tier)
         if p is None:
             return None
         return (prompt_tokens * p.input_per_m
                 + (output_text_tokens + thought_tokens) * p.text_output_per_m
                 + image_tokens * p.image_output_per_m) / 1_000_000
 
-    def cost_from_usage(self, model: str, usage: Any) -> float | None:
+    def cost_from_usage(self, model: str, usage: Any, tier: str | None = None) -> float | None:
         """Dollars for a response's ``usageMetadata`` (duck-typed), or None.
 
-        Output text tokens are ``candidates_token_count`` minus ``image_tokens()``. When the
+        Priced at the tier the usage names (``service_tier``), else ``tier``. Output text
+        tokens are ``candidates_token_count`` minus ``image_tokens()``. When the
         usage cannot split out image tokens, all candidate tokens are priced as image tokens
         (an upper bound).
         """
@@ -94,33 +101,46 @@ class PriceTable:
         image_tokens_fn = getattr(usage, "image_tokens", None)
         image = image_tokens_fn() if callable(image_tokens_fn) else None
         image = candidates if not isinstance(image, int) else min(image, candidates)
+        served = getattr(usage, "service_tier", None)  # the answer's word wins
+        tier = served if isinstance(served, str) and served else tier
         return self.cost(model, prompt_tokens=prompt, output_text_tokens=candidates - image,
-                         thought_tokens=thoughts, image_tokens=image)
+                         thought_tokens=thoughts, image_tokens=image, tier=tier)
 
     def projected_cost(
         self, model: str, *, image_size: str | None, prompt_chars: int,
-        n_reference_images: int = 0,
+        n_reference_images: int = 0, tier: str | None = None,
     ) -> float | None:
         """Expected dollars for one image request before it is sent, or None if unknown.
 
-        Image tokens come from the model table; prompt tokens are estimated as
-        ``prompt_chars / 4`` plus a per-reference-image allowance; about 100 text tokens
-        (and ~200 thinking tokens on Pro) are added.
+        Image tokens come from the registry; prompt tokens are estimated as
+        ``prompt_chars / 4`` plus the model's per-reference-image allowance; about 100 text
+        tokens (and the model's expected thinking tokens) are added.
         """
-        spec = model_spec(model)
+        spec = self._models.get(model)
         if spec is None or self.price(model) is None:
             return None
         try:
             image_tokens = spec.tokens_for(image_size)
         except KeyError:
             return None
-        per_image = REFERENCE_IMAGE_TOKENS.get(spec.family, _DEFAULT_REFERENCE_IMAGE_TOKENS)
-        prompt_tokens = math.ceil(prompt_chars / CHARS_PER_TOKEN) + per_image * n_reference_images
+        prompt_tokens = (math.ceil(prompt_chars / CHARS_PER_TOKEN)
+                         + spec.reference_image_tokens * n_reference_images)
         return self.cost(
             model, prompt_tokens=prompt_tokens, output_text_tokens=EXPECTED_TEXT_TOKENS,
-            thought_tokens=EXPECTED_THOUGHT_TOKENS.get(spec.family, 0),
-            image_tokens=image_tokens,
+            thought_tokens=spec.expected_thought_tokens, image_tokens=image_tokens, tier=tier,
         )
+
+    def per_image(self, model: str, image_size: str | None, tier: str | None = None
+                  ) -> float | None:
+        """Dollars for one image's output tokens alone (what ``cometgen models`` shows)."""
+        spec = self._models.get(model)
+        price = self.price(model, tier)
+        if spec is None or price is None:
+            return None
+        try:
+            return spec.tokens_for(image_size) * price.image_output_per_m / 1_000_000
+        except KeyError:
+            return None
 
 
 def _count(usage: Any, name: str) -> int:
@@ -128,17 +148,20 @@ def _count(usage: Any, name: str) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
-def load_prices(path: str | os.PathLike[str] | None = None) -> PriceTable:
-    """The built-in price table, with entries from the TOML file at ``path`` laid over it.
+def load_prices(
+    path: str | os.PathLike[str] | None = None, *, models: ModelRegistry | None = None
+) -> PriceTable:
+    """The registry's prices (built-in, or ``models``), with the TOML file at ``path`` over it.
 
-    The file has the built-in ``prices.toml``'s shape: ``[models."<family or model>"]`` tables
-    of ``input_per_m``, ``text_output_per_m`` and ``image_output_per_m``. An entry for a
-    known family may set only some keys; a new model needs all three. Raises ConfigError
-    naming the file and key on any problem.
+    The file holds ``[models."<family or model>"]`` tables of ``input_per_m``,
+    ``text_output_per_m`` and ``image_output_per_m``. An entry for a known family may set
+    only some keys; a new model needs all three. Raises ConfigError naming the file and key
+    on any problem.
     """
-    builtin = _builtin_prices()
+    registry = models or active_models()
+    base = _registry_prices(registry)
     if path is None:
-        return builtin
+        return base
     file = str(path)
     try:
         with open(path, "rb") as f:
@@ -147,17 +170,20 @@ def load_prices(path: str | os.PathLike[str] | None = None) -> PriceTable:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read price file: {exc.strerror or exc}") from None
-    return PriceTable({**builtin.prices, **_parse(data, file, builtin.prices)})
+    return PriceTable({**base.prices, **_parse(data, file, base.prices, registry)}, registry)
 
 
 @functools.cache
-def _builtin_prices() -> PriceTable:
-    text = resources.files("cometgen._bulk").joinpath("prices.toml").read_text("utf-8")
-    return PriceTable(_parse(tomllib.loads(text), "cometgen/prices.toml", {}))
+def _registry_prices(registry: ModelRegistry) -> PriceTable:
+    # Canonical entries only: an alias is priced through its family.
+    return PriceTable({
+        spec.name: ModelPrice(*spec.prices)
+        for spec in registry if spec.prices is not None and spec.alias_of is None
+    }, registry)
 
 
 def _parse(
-    data: dict[str, Any], file: str, base: Mapping[str, ModelPrice]
+    data: dict[str, Any], file: str, base: Mapping[str, ModelPrice], registry: ModelRegistry
 ) -> dict[str, ModelPrice]:
     for key in data:
         if key != "models":
@@ -171,7 +197,7 @@ def _parse(
         if not isinstance(entry, dict):
             raise ConfigError(f"{file}: {where}: expected a table of prices")
         inherited = base.get(name)
-        if inherited is None and (spec := model_spec(name)) is not None:
+        if inherited is None and (spec := registry.get(name)) is not None:
             inherited = base.get(spec.family)
         values: dict[str, float] = {}
         for key, value in entry.items():

@@ -35,6 +35,10 @@ class BatchStats:
     images: int = 0
     retries: int = 0
     maybe_billed: int = 0
+    #: Flex-tier items that failed because the provider shed them (429/503 under load).
+    shed: int = 0
+    #: Items answered from the cross-run cache (not sent, cost 0).
+    cached: int = 0
     #: Keys of this run's items that may have been billed without a result (first 1,000).
     maybe_billed_keys: list[str] = field(default_factory=list)
     cost: float = 0.0
@@ -143,6 +147,8 @@ class BatchStats:
             "images": self.images,
             "retries": self.retries,
             "maybe_billed": self.maybe_billed,
+            "shed": self.shed,
+            "cached": self.cached,
             "cost_usd": round(self.cost, 6),
             "folder_cost_usd": round(self.prior_cost + self.cost, 6),
             "elapsed_s": round(self.elapsed(), 3),

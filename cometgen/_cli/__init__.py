@@ -20,11 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cometgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from ._cache_cmd import add_parser as add_cache
     from ._export_cmd import add_parser as add_export
     from ._export_cmd import add_run_export
     from ._gallery_cmd import add_parser as add_gallery
     from ._merge_cmd import add_parser as add_merge
     from ._mock_server_cmd import add_parser as add_mock_server
+    from ._models_cmd import add_parser as add_models
     from ._run_cmd import add_parser as add_run
 
     add_run(sub)
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_merge(sub)
     add_export(sub)
     add_gallery(sub)
+    add_models(sub)
+    add_cache(sub)
     return parser
 
 

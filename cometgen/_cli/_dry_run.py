@@ -72,7 +72,7 @@ def dry_run(args: argparse.Namespace, settings: RunSettings, shard: tuple[int, i
             items += 1
             projected = prices.projected_cost(
                 item.model, image_size=item.image_size, prompt_chars=len(entry.prompt),
-                n_reference_images=len(entry.images),
+                n_reference_images=len(entry.images), tier=settings.service_tier,
             )
             if projected is None:
                 unknown_cost += 1

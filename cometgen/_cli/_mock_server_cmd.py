@@ -41,18 +41,27 @@ def add_parser(subparsers: Any) -> None:
                         help="recorded fixture whose response is every success's body")
     parser.add_argument("--error-style", choices=("google", "comet"), default="google",
                         help="envelope for 5xx errors")
+    parser.add_argument("--flex-shed-rate", type=float, default=0.0, metavar="F",
+                        help="fraction of serviceTier=flex requests shed (503)")
+    parser.add_argument("--models", default=None, metavar="FILE",
+                        help="TOML file extending the model registry")
+    parser.add_argument("--catalogue", default=None, metavar="FILE",
+                        help="JSON file served as GET /api/models")
     add_loop_argument(parser)
     parser.set_defaults(func=run)
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    from .._models import load_models
     from ..testing import MockServer
 
     extra: dict[str, Any] = {} if args.scale is None else {"scale": args.scale}
     server = MockServer(
         args.host, args.port, latency=args.latency, rpm=args.rpm, ipm=args.ipm,
         fault_rate=args.fault_rate, seed=args.seed, api_key=args.api_key,
-        image_bytes=args.image_bytes, replay=args.replay, error_style=args.error_style, **extra,
+        image_bytes=args.image_bytes, replay=args.replay, error_style=args.error_style,
+        models=load_models(args.models), flex_shed_rate=args.flex_shed_rate,
+        catalogue=args.catalogue, **extra,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from .._client import AsyncClient
 from .._config import API_KEY_ENV, Limits, Timeouts
 from .._exceptions import ConfigError, InputError, OutputLockedError
 from .._exceptions import LimiterBackendError as _LimiterBackendError
+from .._models import SERVICE_TIERS, check_service_tier, longest_timeout, use_models
 from .._retry import RetryPolicy
 from ._checks import (
     check_endpoint,
@@ -92,6 +93,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limits-namespace", metavar="NAME",
                    help="who shares the limits (default: a hash of the API key and base URL)")
     p.add_argument("--prices", metavar="FILE", help="TOML price table overriding the built-in")
+    p.add_argument("--models", metavar="FILE", help="TOML file extending the model registry")
+    p.add_argument("--service-tier", choices=SERVICE_TIERS, help="standard (default), flex "
+                   "(half price, may be shed under load) or priority")
+    p.add_argument("--cache", metavar="DIR", help="answers kept across runs: a request "
+                   "answered before, into any OUTDIR, is not sent again (default $COMETGEN_CACHE)")
     p.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV})")
     p.add_argument("--base-url", help="API base URL (default https://api.cometapi.com)")
     p.add_argument("--auth", choices=("bearer", "x-goog-api-key"))
@@ -118,8 +124,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose, args.quiet)
+    previous_models = use_models(None)
     try:
         settings = resolve(args)
+        use_models(settings.models)  # process-wide: input checks, pricing and Batch read it
         # Run-wide options are checked before any request (and by --dry-run alike).
         shard = validate(settings)
         prices = load_prices(settings.prices)
@@ -137,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        use_models(previous_models)
 
 
 @contextmanager
@@ -196,12 +206,15 @@ async def _run_async(
                 base_url=base_url,
                 model=settings.model,
                 auth=settings.auth,  # type: ignore[arg-type]
-                timeout=Timeouts(total=settings.timeout) if settings.timeout else None,
+                # Default: the longest per-model timeout in the registry (Pro at 4K: 300 s).
+                timeout=Timeouts(total=settings.timeout or longest_timeout()),
                 retry=RetryPolicy(
                     max_attempts=settings.max_attempts,
                     max_ambiguous_retries=settings.retry_ambiguous,
                 ),
                 limits=Limits(shared=settings.shared_limits, namespace=settings.limits_namespace),
+                service_tier=check_service_tier(settings.service_tier),
+                cache=settings.cache,
             )
         )
         batch = await stack.enter_async_context(

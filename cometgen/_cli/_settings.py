@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .._cache import CACHE_ENV
 from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_CONCURRENCY
 from .._exceptions import ConfigError
 from .._models import DEFAULT_MODEL
@@ -42,6 +43,9 @@ class RunSettings:
     grace_period: float = 30.0
     shared_limits: str | None = None
     limits_namespace: str | None = None
+    models: str | None = None
+    service_tier: str = "standard"
+    cache: str | None = None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -52,6 +56,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "timeout": (int, float), "job_timeout": (int, float), "include_text": (bool,),
     "api_key": (str,), "base_url": (str,), "auth": (str,), "prices": (str,), "shard": (str,),
     "grace_period": (int, float), "shared_limits": (str,), "limits_namespace": (str,),
+    "models": (str,), "service_tier": (str,), "cache": (str,),
 }
 
 
@@ -93,6 +98,8 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         values["api_key"] = os.environ[API_KEY_ENV]
     if os.environ.get(BASE_URL_ENV):
         values["base_url"] = os.environ[BASE_URL_ENV]
+    if os.environ.get(CACHE_ENV):
+        values["cache"] = os.environ[CACHE_ENV]
     if args.config:
         values.update(load_config_file(args.config))
     for f in fields(RunSettings):

@@ -43,7 +43,10 @@ slow              yes     200 trickled in 20 chunks over ARG s (default latency 
 
 ``rpm``/``ipm`` enforce sliding 60 s windows (images counted per image-producing outcome)
 and answer the excess with Google's 429 whose ``retryDelay`` is the true wait. ``latency``
-delays every answer that reaches the "model" (not 401/400/404/429).
+delays every answer that reaches the "model" (not 401/400/404/429). ``flex_shed_rate`` sheds
+that fraction of ``"serviceTier": "flex"`` requests (503 or 429, counted in ``stats.shed``).
+Models and their sizes come from the registry (``models=``); ``GET /api/models`` answers a
+CometAPI-style public catalogue made from it.
 """
 
 from ._app import MockOptions

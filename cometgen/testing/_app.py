@@ -17,8 +17,9 @@ import anyio
 import msgspec
 from aiohttp import web
 
-from .._models import ModelSpec, model_spec, normalize_model
+from .._models import ModelRegistry, ModelSpec, active_models, normalize_model
 from . import _errors as err
+from ._catalogue import catalogue
 from ._errors import JSON_TYPE, MockHTTPError
 from ._images import DEFAULT_SCALE, image_b64, image_dimensions, palette
 from ._limits import SlidingWindow
@@ -81,6 +82,13 @@ class MockOptions:
     image_bytes: int | None = None
     replay: str | os.PathLike[str] | None = None
     error_style: str = "google"
+    #: The registry the mock validates and answers by (default: the active one).
+    models: ModelRegistry | None = None
+    #: Fraction of ``serviceTier: "flex"`` requests shed (seeded), answered ``flex_shed_status``.
+    flex_shed_rate: float = 0.0
+    flex_shed_status: int = 503
+    #: A JSON file served as ``GET /api/models`` (default: made from the registry).
+    catalogue: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         if self.latency < 0:
@@ -93,6 +101,10 @@ class MockOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not 0.0 <= self.flex_shed_rate <= 1.0:
+            raise ValueError("flex_shed_rate must be between 0 and 1")
+        if self.flex_shed_status not in (429, 503):
+            raise ValueError("flex_shed_status must be 429 or 503")
         if self.error_style not in ("google", "comet"):
             raise ValueError("error_style must be 'google' or 'comet'")
 
@@ -127,10 +139,13 @@ class MockApp:
         self.ipm = SlidingWindow(options.ipm) if options.ipm else None
         self.replay = load_replay(options.replay) if options.replay is not None else None
         self._rng = random.Random(options.seed + 1)
+        self._shed_rng = random.Random(options.seed + 2)
+        self.models = options.models or active_models()
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_post("/{version:v1beta|v1|v1alpha}/models/{tail:.+}", self.handle)
+        app.router.add_get("/api/models", self.handle_catalogue)
         return app
 
     def reset(self) -> None:
@@ -171,6 +186,10 @@ class MockApp:
             return web.Response()
         return response
 
+    async def handle_catalogue(self, request: web.Request) -> web.Response:
+        body = catalogue(self.models, self.options.catalogue)
+        return web.Response(body=body, headers={"Content-Type": JSON_TYPE})
+
     async def _handle(
         self, request: web.Request, model: str, method: str, record: _Pending
     ) -> web.StreamResponse | None:
@@ -187,7 +206,7 @@ class MockApp:
             raise err.invalid_argument(
                 f"Request payload size exceeds the limit: {_MAX_BODY} bytes."
             ) from None
-        spec = model_spec(model)
+        spec = self.models.get(model)
         if spec is None:
             raise err.model_not_found(model, request.match_info["version"])
         parsed = parse_request(body, model, spec)
@@ -210,6 +229,17 @@ class MockApp:
         if outcome == "429_comet":
             raise err.comet_error(429, "Rate limit reached for requests, please try again later")
         self._check_limits(model, outcome, record)
+        if (parsed.service_tier == "flex" and self.options.flex_shed_rate
+                and self._shed_rng.random() < self.options.flex_shed_rate):
+            # Flex capacity "may be shed under load" (ai.google.dev flex-inference); the
+            # answer's exact body is not documented in the notes: Google's 503/429 shapes.
+            self.stats.count_shed()
+            record.outcome = "shed"
+            status = self.options.flex_shed_status
+            if status == 503:
+                raise err.server_error(503, self.options.error_style)
+            raise err.google_error(429, "RESOURCE_EXHAUSTED",
+                                   "Flex capacity is exhausted. Please retry later.")
 
         if outcome != "slow" and outcome not in IMMEDIATE and self.options.latency > 0:
             await anyio.sleep(self.options.latency)
@@ -290,7 +320,7 @@ class MockApp:
             prompt_details.append({"modality": "IMAGE", "tokenCount": image_tokens})
         usage: dict[str, Any] = {"promptTokenCount": prompt_total}
         body: dict[str, Any] = {}
-        thoughts = self._rng.randint(150, 300) if spec.family == "gemini-3-pro-image" else 0
+        thoughts = self._rng.randint(150, 300) if spec.expected_thought_tokens else 0
 
         if outcome == "block":
             body["promptFeedback"] = {"blockReason": "PROHIBITED_CONTENT"}
@@ -346,6 +376,7 @@ class MockApp:
             usage["thoughtsTokenCount"] = thoughts
         usage["totalTokenCount"] = prompt_total + thoughts
         usage["promptTokensDetails"] = prompt_details
+        usage["serviceTier"] = parsed.service_tier
         body["usageMetadata"] = usage
         body["modelVersion"] = model
         body["responseId"] = self._response_id()

@@ -9,6 +9,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from .._models import ModelRegistry
 from ._app import MockApp, MockOptions
 from ._images import DEFAULT_SCALE
 from ._stats import MockStats
@@ -36,11 +37,16 @@ class MockServer:
         image_bytes: int | None = None,
         replay: str | os.PathLike[str] | None = None,
         error_style: str = "google",
+        models: ModelRegistry | None = None,
+        flex_shed_rate: float = 0.0,
+        flex_shed_status: int = 503,
+        catalogue: str | os.PathLike[str] | None = None,
     ) -> None:
         self.options = MockOptions(
             host=host, port=port, latency=latency, rpm=rpm, ipm=ipm, fault_rate=fault_rate,
             seed=seed, api_key=api_key, scale=scale, image_bytes=image_bytes, replay=replay,
-            error_style=error_style,
+            error_style=error_style, models=models, flex_shed_rate=flex_shed_rate,
+            flex_shed_status=flex_shed_status, catalogue=catalogue,
         )
         self._app = MockApp(self.options)
         self._runner: web.AppRunner | None = None

@@ -35,6 +35,8 @@ class MockStats:
     billed_by_prompt: dict[str, int] = field(default_factory=dict)
     billed_total: int = 0
     rate_limited: int = 0
+    #: Flex requests shed (``MockOptions.flex_shed_rate``): not billed, not rate-limited.
+    shed: int = 0
     #: The newest ``LOG_LIMIT`` requests, oldest first (the counters above count them all).
     log: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -55,10 +57,14 @@ class MockStats:
         with self._lock:
             self.rate_limited += 1
 
+    def count_shed(self) -> None:
+        with self._lock:
+            self.shed += 1
+
     def reset(self) -> None:
         """Zero every counter (marker counts and rate windows are reset by the server)."""
         with self._lock:
-            self.requests = self.billed_total = self.rate_limited = 0
+            self.requests = self.billed_total = self.rate_limited = self.shed = 0
             self.by_status.clear()
             self.billed.clear()
             self.billed_by_prompt.clear()

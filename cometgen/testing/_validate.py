@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import msgspec
 
-from .._models import ModelSpec, validate_image_options
+from .._models import SERVICE_TIERS, ModelSpec, check_spec_options
 from ._errors import MockHTTPError, field_error, invalid_argument
 
 # A schema maps camelCase field names to: None (scalar or free-form, not walked),
@@ -86,6 +86,8 @@ class ParsedRequest:
     want_image: bool
     include_thoughts: bool
     seed: int | None = None
+    #: The top-level ``serviceTier`` (lowercase), "standard" when absent.
+    service_tier: str = "standard"
 
 
 # Cached: the same few dozen field names arrive in every request.
@@ -256,7 +258,7 @@ def parse_request(body: bytes, model: str, spec: ModelSpec) -> ParsedRequest:
     image_config = config.get("imageConfig") or {}
     aspect = image_config.get("aspectRatio") or None
     size = image_config.get("imageSize") or None
-    problem = validate_image_options(model, aspect, size)
+    problem = check_spec_options(spec, model, aspect, size)
     if problem is not None:
         field = problem[0]
         path = f"generation_config.image_config.{field}"
@@ -268,6 +270,11 @@ def parse_request(body: bytes, model: str, spec: ModelSpec) -> ParsedRequest:
         raise field_error(path, f"image_size must be one of {_one_of(spec.image_sizes)}.")
 
     thinking = config.get("thinkingConfig") or {}
+    tier = req.get("serviceTier", "standard")
+    # Value spelling: lowercase as in real responses' usageMetadata.serviceTier; the SDK's
+    # enum names (upper case) are accepted too. Google's exact error text is not known.
+    if not isinstance(tier, str) or tier.lower() not in (*SERVICE_TIERS, "unspecified"):
+        raise invalid_argument(f"Invalid value at 'service_tier', {_short(tier)}")
     return ParsedRequest(
         prompt=user_texts[0] if user_texts else "",
         user_texts=user_texts,
@@ -279,6 +286,7 @@ def parse_request(body: bytes, model: str, spec: ModelSpec) -> ParsedRequest:
         want_image="IMAGE" in modalities,
         include_thoughts=bool(thinking.get("includeThoughts")),
         seed=seed if isinstance(seed := config.get("seed"), int) else None,
+        service_tier="standard" if tier.lower() == "unspecified" else tier.lower(),
     )
 
 
