@@ -21,6 +21,7 @@ from ._client import AsyncClient
 from ._config import OnNoImage
 from ._exceptions import ClientClosedError
 from ._limits import Limiter
+from ._models import ServiceTier
 from ._request import ImageInput
 from ._result import GenerateResult
 
@@ -116,6 +117,7 @@ class Client:
         system_instruction: str | None = None,
         thinking_level: str | None = None,
         google_search: bool = False,
+        service_tier: ServiceTier | None = None,
         timeout: float | None = None,
         on_no_image: OnNoImage | None = None,
     ) -> GenerateResult:
@@ -124,8 +126,8 @@ class Client:
             self.async_client.generate, prompt, model=model, aspect_ratio=aspect_ratio,
             image_size=image_size, images=images, seed=seed, temperature=temperature,
             include_text=include_text, system_instruction=system_instruction,
-            thinking_level=thinking_level, google_search=google_search, timeout=timeout,
-            on_no_image=on_no_image,
+            thinking_level=thinking_level, google_search=google_search,
+            service_tier=service_tier, timeout=timeout, on_no_image=on_no_image,
         )
 
     def generate_content(self, model: str, request: wire.GenerateContentRequest, *,
