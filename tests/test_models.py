@@ -168,7 +168,7 @@ def test_cli_run_with_models_file(tmp_path: Path) -> None:
     # Without the file the model is unknown (passes through) and the mock has no such model.
     plain = run_cli("run", str(inp), "-o", str(tmp_path / "plain"), "--model", "house-image-1",
                     "--json", "-q", "--max-attempts", "1")
-    assert json.loads(plain.stdout)["failed"] == 1
+    assert json.loads(plain.stdout)["stop_reason"] == "model"  # 404: the run halts
     # With it, cometgen validates by it and the built-in mock serves it.
     proc = run_cli("run", str(inp), "-o", str(tmp_path / "out"), "--model", "house-image-1",
                    "--models", str(models), "--json", "-q")
