@@ -28,10 +28,9 @@ __all__ = [
 
 logger = logging.getLogger("cometgen")
 
-# Kept as the default although Google shut the preview ID down on 2026-06-25: CometAPI
-# still documents the preview names, and whether it serves the GA names is not known
-# (see models-and-datasets.md). Every run on it warns once; pass --model to choose.
-DEFAULT_MODEL = "gemini-3.1-flash-image-preview"
+# The GA name: Google shut the preview ID down on 2026-06-25 (GA since 2026-05-28). CometAPI
+# still documents the preview names, which stay accepted (with a warning) as --model.
+DEFAULT_MODEL = "gemini-3.1-flash-image"
 
 ServiceTier = Literal["standard", "flex", "priority"]
 SERVICE_TIERS: Final[tuple[str, ...]] = ("standard", "flex", "priority")

@@ -36,7 +36,7 @@ async def test_generate_returns_image_text_usage() -> None:
     assert result.text
     assert result.finish_reason == "STOP"
     assert result.usage.image_tokens == 1680  # 3.1 Flash at 2K
-    assert result.model_version == "gemini-3.1-flash-image-preview"
+    assert result.model_version == "gemini-3.1-flash-image"
     assert result.response_id
     assert result.attempts == 1 and not result.maybe_billed
 
@@ -294,7 +294,7 @@ async def test_key_never_leaks(caplog: pytest.LogCaptureFixture) -> None:
 async def test_with_options_copies_and_shares_pool() -> None:
     async with MockServer() as server, client_for(server) as client:
         pro = client.with_options(model="gemini-3-pro-image-preview", on_no_image="return")
-        assert client.model == "gemini-3.1-flash-image-preview"
+        assert client.model == "gemini-3.1-flash-image"
         assert client.on_no_image == "raise"
         result = await pro.generate("otter", image_size="4K")
         assert result.usage.image_tokens == 2000

@@ -88,7 +88,7 @@ async def test_hooks_see_every_attempt_with_status_latency_and_retry_reason() ->
         result = await client.generate("a fox [[mock:503:1]]")
         with pytest.raises(cometgen.ConnectionDroppedError):
             await client.generate("x [[mock:drop]]")
-    model = "gemini-3.1-flash-image-preview"
+    model = "gemini-3.1-flash-image"
     req1, resp1, req2, resp2, req3, resp3 = events
     assert (req1.model, req1.attempt, req2.attempt, req3.attempt) == (model, 1, 2, 1)
     assert (resp1.status, resp1.attempt, resp1.retrying) == (503, 1, True)

@@ -300,10 +300,14 @@ class MockApp:
         duration = arg if arg is not None else (self.options.latency or 2.0)
         pieces = 20
         step = math.ceil(len(payload) / pieces)
-        for i in range(0, len(payload), step):
-            await response.write(payload[i : i + step])
-            await anyio.sleep(duration / pieces)
-        await response.write_eof()
+        try:
+            for i in range(0, len(payload), step):
+                await response.write(payload[i : i + step])
+                await anyio.sleep(duration / pieces)
+            await response.write_eof()
+        except ConnectionResetError:
+            # The client went away mid-body (a cancelled call): nothing to report.
+            return None
         return response
 
     # ------------------------------------------------------------------ bodies
@@ -320,7 +324,9 @@ class MockApp:
             prompt_details.append({"modality": "IMAGE", "tokenCount": image_tokens})
         usage: dict[str, Any] = {"promptTokenCount": prompt_total}
         body: dict[str, Any] = {}
-        thoughts = self._rng.randint(150, 300) if spec.expected_thought_tokens else 0
+        # From the request, not a shared RNG: the same request costs the same in every run,
+        # whatever order concurrent requests arrive in.
+        thoughts = _thought_tokens(parsed) if spec.expected_thought_tokens else 0
 
         if outcome == "block":
             body["promptFeedback"] = {"blockReason": "PROHIBITED_CONTENT"}
@@ -381,3 +387,9 @@ class MockApp:
         body["modelVersion"] = model
         body["responseId"] = self._response_id()
         return _encode(body)
+
+
+def _thought_tokens(parsed: ParsedRequest) -> int:
+    """150-300 thinking tokens, a deterministic function of the prompt and seed."""
+    digest = hashlib.sha256(f"{parsed.seed}|{parsed.prompt}".encode("utf-8", "surrogatepass"))
+    return 150 + int.from_bytes(digest.digest()[:4], "big") % 151
