@@ -47,6 +47,18 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident set (VmHWM) of a process in MB, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
 class Server:
     """A server subprocess that prints ``... listening on http://HOST:PORT``."""
 
@@ -87,8 +99,18 @@ class Server:
         self.close()
 
 
-def fixed_server(body_file: Path) -> Server:
-    return Server([PYTHON, str(HERE / "server.py"), "--body", str(body_file), "--port", "0"])
+def fixed_server(body_file: Path, *args: str) -> Server:
+    return Server([PYTHON, str(HERE / "server.py"), "--body", str(body_file), "--port", "0",
+                   *args])
+
+
+def get_json(url: str) -> dict[str, object]:
+    """GET ``url`` and decode its JSON answer (the bench server's control endpoints)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        result: dict[str, object] = json.loads(resp.read())
+    return result
 
 
 def mock_server(*args: str) -> Server:

@@ -3,12 +3,15 @@
 ``python benchmarks/client.py --client NAME --url URL --model M --n N --c C``
 
 NAME is ``cometgen`` (``AsyncClient.generate`` + ``image.save``), ``cometgen-batch``
-(``cometgen.Batch`` with an ``out_dir``), ``genai`` (google-genai on its aiohttp transport)
-or ``aiohttp`` (hand-written aiohttp + json + base64). Every client makes N calls with at
-most C in flight and writes every image to a fresh temp dir (deleted afterwards).
+(``cometgen.Batch`` with an ``out_dir``), ``genai`` (google-genai on its aiohttp transport),
+``aiohttp`` (hand-written aiohttp + json + base64, blocking write) or ``minimal`` (the least
+code doing cometgen's work: one aiohttp session, msgspec decoding, and the durable write of
+``Image.save`` in a worker thread). Every client makes N calls with at most C in flight and
+writes every image to a fresh temp dir (deleted afterwards).
 
-Figures: wall time, images/s, process CPU per image (``time.process_time``, all threads),
-event-loop lag (a 5 ms ticker's overshoot) and max RSS (``ru_maxrss``, includes imports).
+Figures: wall time, images/s, process CPU per image (``time.process_time``, all threads; and
+utime + stime from ``/proc/self/stat``), event-loop lag (a 5 ms ticker's overshoot) and peak
+RSS (``VmHWM``, includes imports).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _proc import busy_seconds, cpu_seconds, percentiles
+from _proc import busy_seconds, cpu_seconds, peak_rss_mb, percentiles
 
 PROMPT = "A sea otter floating on its back, holding a small red umbrella, watercolor"
 Work = Callable[[int], Awaitable[int]]
@@ -155,11 +160,88 @@ async def run_aiohttp(url: str, model: str, n: int, c: int, out: str) -> tuple[i
         return await _bounded(n, c, one)
 
 
+class _InlineData(msgspec.Struct, rename="camel"):
+    data: bytes = b""  # base64 in the JSON; msgspec decodes it to bytes
+    mime_type: str = ""
+
+
+class _Part(msgspec.Struct, rename="camel"):
+    inline_data: _InlineData | None = None
+
+
+class _Content(msgspec.Struct):
+    parts: list[_Part] = []
+
+
+class _Candidate(msgspec.Struct):
+    content: _Content | None = None
+
+
+class _Response(msgspec.Struct):
+    """Only the fields an image needs: the rest (thoughtSignature, usage) is skipped."""
+
+    candidates: list[_Candidate] = []
+
+
+_DECODER = msgspec.json.Decoder(_Response)
+
+
+def _durable_write(path: str, data: bytes) -> None:
+    """What ``Image.save`` promises: temp file, fsync, rename, directory fsync."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+async def run_minimal(url: str, model: str, n: int, c: int, out: str) -> tuple[int, int, list[str]]:
+    import aiohttp
+
+    endpoint = f"{url}/v1beta/models/{model}:generateContent"
+    headers = {"x-goog-api-key": "k", "content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
+
+        async def one(i: int) -> int:
+            payload = msgspec.json.encode({
+                "contents": [{"role": "user", "parts": [{"text": f"{PROMPT} #{i}"}]}],
+                "generationConfig": {"responseModalities": ["IMAGE"]},
+            })
+            async with session.post(endpoint, data=payload, headers=headers) as resp:
+                resp.raise_for_status()
+                answer = _DECODER.decode(await resp.read())
+            count = 0
+            for cand in answer.candidates[:1]:
+                for k, part in enumerate(cand.content.parts if cand.content else []):
+                    if part.inline_data is not None and part.inline_data.data:
+                        path = os.path.join(out, f"{i}-{k}.img")
+                        await asyncio.to_thread(_durable_write, path, part.inline_data.data)
+                        count += 1
+            return count
+
+        return await _bounded(n, c, one)
+
+
 CLIENTS: dict[str, Callable[..., Awaitable[tuple[int, int, list[str]]]]] = {
     "cometgen": run_cometgen,
     "cometgen-batch": run_cometgen_batch,
     "genai": run_genai,
     "aiohttp": run_aiohttp,
+    "minimal": run_minimal,
 }
 
 
@@ -188,10 +270,12 @@ async def _main(args: argparse.Namespace, out: str) -> dict[str, Any]:
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     busy0 = busy_seconds()
     srv0 = cpu_seconds(args.server_pid) if args.server_pid else 0.0
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    me = os.getpid()
+    proc0, cpu0, t0 = cpu_seconds(me), time.process_time(), time.perf_counter()
     images, errors, messages = await CLIENTS[args.client](args.url, args.model, args.n, args.c, out)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
+    proc_cpu = cpu_seconds(me) - proc0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     srv = (cpu_seconds(args.server_pid) - srv0) if args.server_pid else 0.0
     # CPU used by everything else on the machine meanwhile (a shared box is noisy).
@@ -206,6 +290,8 @@ async def _main(args: argparse.Namespace, out: str) -> dict[str, Any]:
         "wall_s": round(wall, 3), "images_per_s": round(images / wall, 1) if wall else 0.0,
         "cpu_ms_per_image": round(cpu * 1000 / max(images, 1), 2),
         "cpu_s": round(cpu, 3),
+        "proc_cpu_ms_per_image": round(proc_cpu * 1000 / max(images, 1), 2),
+        "proc_cpu_s": round(proc_cpu, 2),
         "user_ms_per_image": round(user * 1000 / max(images, 1), 2),
         "sys_ms_per_image": round(system * 1000 / max(images, 1), 2),
         "threads_max": _threads_max,
@@ -213,6 +299,7 @@ async def _main(args: argparse.Namespace, out: str) -> dict[str, Any]:
         "other_load_cores": round(others / wall, 2) if wall else 0.0,
         "lag_ms": percentiles(samples), "lag_samples": len(samples),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(me),
     }
 
 

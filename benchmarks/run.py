@@ -2,9 +2,11 @@
 
     python benchmarks/run.py [--quick | --smoke] [--json] [--scenario NAME ...]
 
-Scenarios: ``throughput`` (large recorded bodies and a small one; cometgen vs google-genai
-vs hand-written aiohttp), ``scale`` (``cometgen run`` on many prompts against the mock),
-``ratelimit`` (RPM accuracy, known and adaptive), ``startup`` (import / --help time).
+Scenarios: ``realistic`` (the recorded Pro answer after 3-9 s, 400 in flight; cometgen vs
+google-genai vs a minimal hand-written client, alternating, two rounds), ``throughput``
+(zero latency, large recorded bodies and a small one; information), ``scale`` (``cometgen
+run`` on many prompts against the mock), ``ratelimit`` (RPM accuracy, known and
+adaptive), ``startup`` (import / --help time).
 Servers and clients each run in their own process. Prints one table; ``--json`` prints the
 results as JSON on stdout instead (the table then goes to stderr). Results are also
 written to ``benchmarks/results/latest.json``.
@@ -27,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bodies
 from _proc import HERE, PYTHON, Server, fixed_server, median_wall, mock_server, run_json
+from realistic import run_realistic
 from report import bars, render
 from scale import run_scale
 
-SCENARIOS = ("throughput", "scale", "ratelimit", "startup")
-CLIENTS = ("cometgen", "cometgen-batch", "genai", "aiohttp")
+SCENARIOS = ("realistic", "throughput", "scale", "ratelimit", "startup")
+CLIENTS = ("cometgen", "cometgen-batch", "genai", "aiohttp", "minimal")
 
 
 def _machine() -> dict[str, Any]:
@@ -165,20 +168,24 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "full", "n": 400, "n_small": 2000, "c": 64, "bodies": None,
         "clients": list(CLIENTS), "client_timeout": 600, "scale_n": 1_000_000,
         "sample_every": 5.0, "rl_latency": 2.0, "rl_rpm_s": 100, "rl_adaptive_s": 180,
-        "startup_runs": 10,
+        "startup_runs": 10, "real_n": 1500, "real_c": 400, "real_latency_s": [3.0, 9.0],
+        "real_seed": 1, "real_rounds": 2,
     }
     if args.quick:
         cfg.update(mode="quick", n=100, n_small=500, scale_n=50_000, sample_every=3.0,
-                   rl_rpm_s=20, rl_adaptive_s=60, startup_runs=5)
+                   rl_rpm_s=20, rl_adaptive_s=60, startup_runs=5, real_n=600, real_rounds=1)
     if args.smoke:
         cfg.update(mode="smoke", n=8, n_small=8, c=4, bodies=["flash-2MB"],
-                   clients=["cometgen", "aiohttp", "genai"], client_timeout=60, startup_runs=1)
+                   clients=["cometgen", "aiohttp", "genai"], client_timeout=60, startup_runs=1,
+                   real_n=8, real_c=4, real_latency_s=[0.05, 0.15], real_rounds=2)
     if args.n:
         cfg["n"] = args.n
     if args.clients:
         cfg["clients"] = args.clients
     if args.bodies:
         cfg["bodies"] = args.bodies
+    if args.rounds:
+        cfg["real_rounds"] = args.rounds
     return cfg
 
 
@@ -202,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--body", dest="bodies", action="append",
                         choices=("pro-4MB", "flash-2MB", "small-2KB"))
     parser.add_argument("--n", type=int, help="override N for the throughput scenario")
+    parser.add_argument("--rounds", type=int, help="override the realistic scenario's rounds")
     parser.add_argument("--no-save", action="store_true", help="do not write latest.json")
     args = parser.parse_args(argv)
     cfg = _config(args)
-    chosen = args.scenario or (["throughput"] if args.smoke else list(SCENARIOS))
+    chosen = args.scenario or (["realistic", "throughput"] if args.smoke else list(SCENARIOS))
     out = sys.stderr if args.json else sys.stdout
 
     def log(msg: str) -> None:
@@ -216,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"), "config": cfg,
         "machine": _machine(), "versions": _versions(), "scenarios": {},
     }
-    runners = {"throughput": throughput, "scale": scale, "ratelimit": ratelimit,
-               "startup": startup}
+    runners = {"realistic": run_realistic, "throughput": throughput, "scale": scale,
+               "ratelimit": ratelimit, "startup": startup}
     # --quick overlaps the (light, paced) rate-limit runs with the scale run to stay < 5 min.
     overlap = cfg["mode"] == "quick" and "scale" in chosen and "ratelimit" in chosen
     with tempfile.TemporaryDirectory(prefix="cometgen-bench-") as tmp:
