@@ -54,7 +54,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     out = {}
-    for pkg in ("cometgen", "google-genai", "aiohttp", "msgspec", "pybase64", "anyio", "uvloop"):
+    for pkg in ("cometgen", "google-genai", "aiohttp", "msgspec", "anyio", "uvloop"):
         try:
             out[pkg] = version(pkg)
         except Exception:
