@@ -14,15 +14,16 @@ naming the files are written).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -38,6 +39,7 @@ __all__ = [
     "fsync_dir",
     "image_file_name",
     "image_path",
+    "in_write_thread",
     "is_temp_name",
     "make_dirs",
     "safe_stem",
@@ -47,6 +49,8 @@ __all__ = [
     "write_atomic_sync",
 ]
 
+T = TypeVar("T")
+
 #: Name of an in-progress atomic write: ``.{final_name}.{12 lowercase hex}.tmp``.
 TEMP_PATTERN: Final = re.compile(r"\A\..+\.[0-9a-f]{12}\.tmp\Z", re.DOTALL)
 
@@ -54,6 +58,8 @@ TEMP_PATTERN: Final = re.compile(r"\A\..+\.[0-9a-f]{12}\.tmp\Z", re.DOTALL)
 #: dozens of threads each writing MBs and fsyncing; a few keep it busy.
 _WRITE_THREADS: Final = 4
 _BUFFER: Final = 1 << 20
+#: fsyncs in flight at once in a group commit (``sync_files``).
+_SYNC_THREADS: Final = 8
 # Most file systems cap a name at 255 bytes; leave room for the suffixes added below.
 _MAX_STEM_BYTES: Final = 200
 _KEY_HASH_LEN: Final = 16  # 64 bits: no birthday collision even for 1M ids sharing a stem
@@ -153,8 +159,15 @@ async def write_atomic(
     cancelled write still ends with the file in place or its temp file removed, never a
     stray thread touching the file later; the cancellation is delivered right after.
     """
-    call = functools.partial(write_atomic_sync, path, data, fsync=fsync, digest=digest)
-    return await anyio.to_thread.run_sync(call, limiter=_write_limiter())
+    return await in_write_thread(
+        functools.partial(write_atomic_sync, path, data, fsync=fsync, digest=digest)
+    )
+
+
+async def in_write_thread(write: Callable[[], T]) -> T:
+    """Run the blocking ``write`` in a worker thread, at most a few per event loop (one
+    disk gains nothing from more), and never abandoned on cancellation (see above)."""
+    return await anyio.to_thread.run_sync(write, limiter=_write_limiter())
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -179,18 +192,26 @@ def sync_files(directory: str | os.PathLike[str], names: Iterable[str]) -> None:
     file is missing).
     """
     root = os.fspath(directory)
-    folders: dict[str, None] = {}
-    for name in names:
-        path = os.path.join(root, name)
-        # Windows flushes a handle only if it was opened for writing.
-        fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        folders[os.path.dirname(path) or "."] = None
-    for folder in folders:
+    paths = [os.path.join(root, name) for name in names]
+    if len(paths) > 1:
+        # Several fsyncs in flight let the device and the file system batch their flushes
+        # (one at a time, each waits for its own); all finish before the folders' fsyncs.
+        with concurrent.futures.ThreadPoolExecutor(_SYNC_THREADS) as pool:
+            for _ in pool.map(_fsync_file, paths):
+                pass
+    elif paths:
+        _fsync_file(paths[0])
+    for folder in dict.fromkeys(os.path.dirname(p) or "." for p in paths):
         fsync_dir(folder)
+
+
+def _fsync_file(path: str) -> None:
+    # Windows flushes a handle only if it was opened for writing.
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _is_unsafe(ch: str) -> bool:

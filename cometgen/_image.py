@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Final
@@ -10,7 +11,7 @@ import anyio
 import msgspec
 
 from ._exceptions import ConfigError
-from ._files import extension_for, write_atomic
+from ._files import extension_for, in_write_thread, write_atomic_sync
 from ._wire import signature_text
 
 _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
@@ -97,10 +98,13 @@ class Image:
         ``durable=True`` (the default) also fsyncs the file and its directory, so the image
         survives a power loss once ``save`` returns. Returns the final path.
         """
-        target = Path(path)
-        if await anyio.Path(target).is_dir():
+        # One worker-thread call for the directory check and the write.
+        return await in_write_thread(functools.partial(self._save_sync, Path(path), durable))
+
+    def _save_sync(self, target: Path, durable: bool) -> Path:
+        if target.is_dir():
             target = target / f"image.{self.extension}"
-        await write_atomic(target, self.data, fsync=durable, digest=False)
+        write_atomic_sync(target, self.data, fsync=durable, digest=False)
         return target
 
     def __repr__(self) -> str:

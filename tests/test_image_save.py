@@ -69,7 +69,10 @@ async def test_concurrent_saves_use_a_few_threads(
             with lock:
                 active -= 1
 
+    from cometgen import _image
+
     monkeypatch.setattr(_files, "write_atomic_sync", spy)
+    monkeypatch.setattr(_image, "write_atomic_sync", spy)
     async with anyio.create_task_group() as tg:
         for i in range(40):
             tg.start_soon(image.save, tmp_path / f"{i}.png")
