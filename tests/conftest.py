@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from cometgen.testing import MockServer, ThreadedMockServer
 
 
 @pytest.fixture
@@ -16,3 +20,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def mock() -> Iterator[ThreadedMockServer]:
+    """The mock server on a loopback port, in a thread (for CLI runs in subprocesses)."""
+    with MockServer().run_in_thread() as server:
+        yield server

@@ -22,7 +22,7 @@ from cometgen._cache import ImageCache, _Entry, _split
 from cometgen._exceptions import ServerError
 from cometgen._retry import RetryPolicy
 from cometgen.testing import MockServer, ThreadedMockServer
-from tests.test_cli_run import KEY, latest, run_cli
+from tests._cli import KEY, latest, run_cli
 
 pytestmark = pytest.mark.anyio
 FLASH = "gemini-3.1-flash-image"

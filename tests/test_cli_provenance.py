@@ -7,20 +7,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cometgen.testing import MockServer, ThreadedMockServer
-from tests.test_cli_trust import cmd, env, latest, records, remote, run_cli, write_jsonl
-
-
-@pytest.fixture
-def mock() -> Iterator[ThreadedMockServer]:
-    with MockServer().run_in_thread() as server:
-        yield server
-
+from tests._cli import cmd, env, latest, records, remote, run_cli, write_jsonl
 
 # -- 6. provenance -----------------------------------------------------------------------
 

@@ -4,75 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cometgen.testing import MockServer, ThreadedMockServer
+from tests._cli import KEY, env, latest, records, remote, run_cli, write_jsonl
+from tests._cli import cmd as cometgen_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "sk-cli-test-key-ABCDEF"
 
-
-def cometgen_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cometgen", *args]
-
-
-def env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("COMETAPI_")}
-    base["NO_PROXY"] = "127.0.0.1,localhost"
-    base.update(extra)
-    return base
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120,
-            **extra_env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cometgen_cmd(*args), cwd=cwd, env=env(**extra_env), capture_output=True, text=True,
-        timeout=timeout, stdin=subprocess.DEVNULL,
-    )
-
-
-def records(out: Path) -> list[dict[str, object]]:
-    if not (out / "manifest.jsonl").exists():
-        return []
-    lines = (out / "manifest.jsonl").read_text().splitlines()
-    result = []
-    for line in lines:
-        try:
-            result.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a torn last line after kill -9
-    return result
-
-
-def latest(out: Path) -> dict[str, dict[str, object]]:
-    return {str(r["key"]): r for r in records(out)}
-
-
-@pytest.fixture
-def mock() -> Iterator[ThreadedMockServer]:
-    with MockServer().run_in_thread() as server:
-        yield server
-
-
-def remote(server: ThreadedMockServer) -> tuple[str, ...]:
-    return ("--base-url", server.url, "--api-key", KEY)
-
-
-def write_jsonl(path: Path, rows: list[object]) -> Path:
-    path.write_text("".join(
-        (row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows
-    ))
-    return path
 
 
 def test_readme_quick_start_on_embedded_mock(tmp_path: Path) -> None:

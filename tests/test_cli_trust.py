@@ -4,70 +4,16 @@ failures halt, the budget holds across reruns. Real processes against the mock o
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cometgen.testing import MockServer, ThreadedMockServer
-
-KEY = "sk-cli-trust-key-XYZ"
-
-
-def cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cometgen", *args]
-
-
-def env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("COMETAPI_")}
-    base["NO_PROXY"] = "127.0.0.1,localhost"
-    base.update(extra)
-    return base
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd(*args), cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def records(out: Path) -> list[dict[str, object]]:
-    path = out / "manifest.jsonl"
-    if not path.exists():
-        return []
-    result = []
-    for line in path.read_text().splitlines():
-        try:
-            result.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return result
-
-
-def latest(out: Path) -> dict[str, dict[str, object]]:
-    return {str(r["key"]): r for r in records(out)}
-
-
-def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def remote(server: ThreadedMockServer, key: str = KEY) -> tuple[str, ...]:
-    return ("--base-url", server.url, "--api-key", key)
-
-
-@pytest.fixture
-def mock() -> Iterator[ThreadedMockServer]:
-    with MockServer().run_in_thread() as server:
-        yield server
-
+from tests._cli import KEY, cmd, env, latest, records, remote, run_cli, write_jsonl
 
 # -- 1. stop means stop ------------------------------------------------------------------
 

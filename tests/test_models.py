@@ -16,7 +16,7 @@ from cometgen._bulk._pricing import load_prices
 from cometgen._exceptions import ConfigError
 from cometgen._models import KNOWN_MODELS, load_models, model_spec, use_models
 from cometgen.testing import MockServer, ThreadedMockServer
-from tests.test_cli_run import run_cli
+from tests._cli import run_cli
 
 pytestmark = pytest.mark.anyio
 

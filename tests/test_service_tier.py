@@ -18,7 +18,7 @@ from cometgen._exceptions import ConfigError, InputError
 from cometgen._request import build_request
 from cometgen._retry import RetryPolicy
 from cometgen.testing import MockServer
-from tests.test_cli_run import run_cli
+from tests._cli import run_cli
 
 pytestmark = pytest.mark.anyio
 FLASH = "gemini-3.1-flash-image"
