@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import msgspec
 
 from .._bulk._pricing import PriceTable, load_prices
-from .._config import BASE_URL_ENV, DEFAULT_BASE_URL
-from .._exceptions import ConfigError
+from .._config import BASE_URL_ENV, DEFAULT_BASE_URL, Timeouts
+from .._exceptions import ConfigError, TransportError
 from .._models import ModelRegistry, ModelSpec, load_models
+from .._transport import AiohttpTransport, TransportRequest
 
 CATALOGUE_PATH = "/api/models"
 _TIERS = ("standard", "flex", "batch", "priority")
@@ -114,16 +114,20 @@ def describe(spec: ModelSpec, prices: PriceTable) -> dict[str, Any]:
 async def fetch_catalogue(base_url: str) -> list[CatalogueEntry]:
     """The catalogue entries at ``base_url``/api/models (no auth); ConfigError on failure."""
     url = base_url + CATALOGUE_PATH
+    # The client's own transport: proxies, TLS and error translation as for every call.
+    transport = AiohttpTransport(max_connections=1)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            async with session.get(url) as response:
-                body = await response.read()
-                if response.status != 200:
-                    raise ConfigError(f"{url}: HTTP {response.status}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        response = await transport.send(
+            TransportRequest("GET", url, {}, b"", Timeouts(total=60.0))
+        )
+    except TransportError as exc:
         raise ConfigError(f"{url}: cannot fetch the model catalogue: {exc}") from None
+    finally:
+        await transport.aclose()
+    if response.status != 200:
+        raise ConfigError(f"{url}: HTTP {response.status}")
     try:
-        raw = msgspec.json.decode(body)
+        raw = msgspec.json.decode(response.body)
         if isinstance(raw, list):
             return msgspec.convert(raw, list[CatalogueEntry])
         return msgspec.convert(raw, _Envelope).data
