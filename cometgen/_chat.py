@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-import msgspec
-
 from . import _wire as wire
 from ._config import OnNoImage
 from ._request import ImageInput, build_request, image_part
@@ -80,12 +78,8 @@ class AsyncChat:
         )
         candidate = result.response.candidates[0] if result.response.candidates else None
         if result.ok and candidate is not None and candidate.content is not None:
-            # Copies of the parts: a decoded thoughtSignature is a view into the whole
-            # response body, which the history would otherwise keep alive turn after turn.
-            parts = [msgspec.structs.replace(p, thought_signature=msgspec.Raw(
-                bytes(p.thought_signature))) if p.thought_signature else p
-                for p in candidate.content.parts]
-            model_turn = wire.Content(role=candidate.content.role or "model", parts=parts)
+            model_turn = wire.Content(role=candidate.content.role or "model",
+                                      parts=candidate.content.parts)
             self.history.extend([user_turn, model_turn])
         if not result.ok and self._client.on_no_image == "raise":
             raise no_image_error(result)

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Final
 
 import anyio
-import msgspec
 
 from ._exceptions import ConfigError
 from ._files import extension_for, in_write_thread, write_atomic_sync
-from ._wire import signature_text
 
 _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
                                  b"hevm", b"hevs"})
@@ -48,31 +46,22 @@ def sniff_mime_type(data: bytes) -> str | None:
 class Image:
     """An image: ``data`` (bytes), ``mime_type``, ``extension``; ``await image.save(path)``."""
 
-    __slots__ = ("_signature", "data", "mime_type")
+    __slots__ = ("data", "mime_type", "thought_signature")
 
     def __init__(
         self,
         data: bytes,
         mime_type: str | None = None,
         *,
-        thought_signature: str | msgspec.Raw | None = None,
+        thought_signature: str | None = None,
     ) -> None:
         mime = mime_type or sniff_mime_type(data)
         if mime is None:
             raise ConfigError("cannot tell the image type from its bytes; pass mime_type=")
         self.data = data
         self.mime_type = mime
-        if isinstance(thought_signature, msgspec.Raw):
-            # A decoded Raw is a view into the whole response body: a kept image would pin
-            # it (five images held 39 MB for 15 MB of pixels). Copy the token out; it is
-            # decoded to text only when asked for.
-            thought_signature = msgspec.Raw(bytes(thought_signature)) if thought_signature else None
-        self._signature = thought_signature
-
-    @property
-    def thought_signature(self) -> str | None:
-        """The signature the model attached to this part (base64 text), if any."""
-        return signature_text(self._signature)
+        #: The signature the model attached to this part (base64 text), if any.
+        self.thought_signature = thought_signature or None
 
     @classmethod
     async def from_file(cls, path: str | os.PathLike[str]) -> Image:

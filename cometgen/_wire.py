@@ -70,31 +70,32 @@ class FileData(_Wire):
 
 
 #: The value of an absent ``thoughtSignature``.
-NO_SIGNATURE = msgspec.Raw()
+NO_SIGNATURE: None = None
 
 
-def signature(text: str) -> msgspec.Raw:
-    """A ``Part.thought_signature`` value from its base64 text."""
-    return msgspec.Raw(_ENCODER.encode(text))
+def signature(text: str) -> str:
+    """A ``Part.thought_signature`` value from its base64 text (the text itself)."""
+    return text
 
 
 class Part(_Wire):
     """One part of a turn: text, inline bytes or a file reference, maybe a thought.
 
-    ``thought_signature`` is the raw JSON token (``msgspec.Raw``, empty when absent): it is
-    only echoed back in multi-turn history and can be ~3 MB, so decoding never copies it.
-    ``thought_signature_text()`` gives the base64 text, ``decoded_thought_signature()`` bytes.
+    ``thought_signature`` is the base64 text, sent back as it came in multi-turn history.
+    It can be ~3 MB: decoded as its own ``str`` (one copy, in C), so no part keeps a view
+    into the response body and the body is freed as soon as it is decoded.
+    ``decoded_thought_signature()`` gives the bytes.
     """
 
     text: str | None = None
     inline_data: InlineData | None = None
     file_data: FileData | None = None
     thought: bool | None = None
-    thought_signature: msgspec.Raw = NO_SIGNATURE
+    thought_signature: str | None = None
 
     def thought_signature_text(self) -> str | None:
-        """The thought signature's base64 text, or ``None``; ``DecodeError`` if not a string."""
-        return signature_text(self.thought_signature)
+        """The thought signature's base64 text, or ``None`` (same as ``thought_signature``)."""
+        return self.thought_signature or None
 
     def decoded_thought_signature(self) -> bytes | None:
         """The thought signature as bytes, or ``None``; raises ``ValueError`` if not base64."""
@@ -103,9 +104,10 @@ class Part(_Wire):
 
 
 def signature_text(raw: msgspec.Raw | str | None) -> str | None:
-    """The text of a raw ``thoughtSignature`` token (a ``str`` passes through)."""
+    """The text of a ``thoughtSignature``: a ``str`` passes through, a raw JSON token
+    (``msgspec.Raw``, as earlier versions kept it) is decoded; ``DecodeError`` if not text."""
     if raw is None or isinstance(raw, str):
-        return raw
+        return raw or None
     if not raw:
         return None
     try:
@@ -258,8 +260,8 @@ def decode_response(body: bytes | bytearray | memoryview) -> GenerateContentResp
     """Decode a ``generateContent`` response body; raise ``DecodeError`` if it is not one.
 
     msgspec decodes the inline image data to bytes in the same pass (in C). Non-standard
-    base64 (URL-safe or unpadded) is accepted through a slower fallback. ``thoughtSignature``
-    stays a zero-copy view of ``body`` (see ``Part``).
+    base64 (URL-safe or unpadded) is accepted through a slower fallback. Nothing decoded
+    refers to ``body``: the caller may drop it at once.
     """
     try:
         return _RESPONSE_DECODER.decode(body)
@@ -301,8 +303,6 @@ def _normalize(node: Any, path: str, what: str, camel: bool, parent_key: str = "
                     out[name] = b64decode_tolerant(value)
                 except ValueError as exc:
                     raise DecodeError(f"{what}: {exc} - at `{path}.{name}`") from None
-            elif name == "thoughtSignature" and isinstance(value, str):
-                out[name] = signature(value)
             else:
                 out[name] = _normalize(value, f"{path}.{name}", what, camel, name)
         return out
