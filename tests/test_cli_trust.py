@@ -4,6 +4,7 @@ failures halt, the budget holds across reruns. Real processes against the mock o
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -323,3 +324,44 @@ def test_dry_run_warns_about_a_model_not_in_the_table(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "not in cometgen's model table" in proc.stderr
 
+
+# -- 9. progress that tells the truth ------------------------------------------------------
+
+_BAR = re.compile(r"^cometgen: \[[#.]{20}\] +(\d+)% (\d+)/12 \| ")
+
+
+def test_plain_progress_shows_the_429_pause_counting_down_queued_a_bar_and_an_eta(
+    tmp_path: Path
+) -> None:
+    # The first answer is a 429 asking for 3 s: every new request waits for it, so the
+    # workers' items are queued while nothing is in flight, and the pause counts down.
+    rows = [{"id": "p0", "prompt": "p0 [[mock:429:1:3s]]"}] + [
+        {"id": f"p{i}", "prompt": f"p{i}"} for i in range(1, 12)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    with MockServer(latency=0.3).run_in_thread() as server:
+        proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--concurrency", "4",
+                       "--no-adaptive", "--progress-interval", "0.2", *remote(server))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if _BAR.match(line)]
+    assert len(lines) >= 10, proc.stderr  # one every 0.2 s, not every 10 s
+    paused = [line for line in lines if "429 pause" in line]
+    countdown = [int(m.group(1)) for line in paused
+                 if (m := re.search(r"429 pause (\d+)s", line))]
+    assert len(set(countdown)) >= 2 and max(countdown) <= 3, proc.stderr
+    assert countdown == sorted(countdown, reverse=True), proc.stderr
+    # Queued apart from in flight: during the pause no request is out, items wait.
+    assert any(re.search(r"in flight 0/4 \| queued [1-4] \|", line) for line in paused)
+    assert all("429s 1" in line for line in paused)
+    # The bar's percentage follows the items finished; an ETA once some have finished.
+    for line in lines:
+        m = _BAR.match(line)
+        assert m is not None and int(m.group(1)) == round(100 * int(m.group(2)) / 12)
+    assert any(re.search(r"ETA \d+:\d\d$", line) for line in paused), proc.stderr
+    assert _BAR.match(lines[-1]) and "100% 12/12" in lines[-1]
+
+
+def test_progress_interval_must_be_positive(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
+    proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--progress-interval", "0",
+                   "--dry-run")
+    assert proc.returncode == 2 and "--progress-interval" in proc.stderr
