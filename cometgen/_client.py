@@ -29,14 +29,10 @@ from ._config import (
     resolve_api_key,
     resolve_base_url,
 )
-from ._exceptions import (
-    CometgenError,
-    ConfigError,
-    RateLimitError,
-)
+from ._exceptions import CometgenError, ConfigError, RateLimitError
 from ._hooks import AttemptRecord, EventHooks, Hooks, RequestEvent, request_id_of
 from ._lifecycle import SharedState
-from ._limits import Limiter, Slot
+from ._limits import Limiter, Slot, SlotRefused
 from ._models import DEFAULT_MODEL, ServiceTier, normalize_model
 from ._redis_limits import RedisLimiter
 from ._request import ImageInput, build_request, image_part
@@ -360,6 +356,9 @@ class AsyncClient:
                         await hooks.emit(hooks.response,
                                          rec.event(model, state.attempts, self._clock()))
                     return response, state, rec
+        except SlotRefused as refused:
+            refused.attempts, refused.maybe_billed = state.attempts, state.maybe_billed
+            raise
         except TimeoutError:
             raise deadline_error(timeout, state) from None
 

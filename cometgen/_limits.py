@@ -20,7 +20,7 @@ import anyio
 
 from ._exceptions import ConfigError
 
-__all__ = ["Limiter", "LimiterStats", "RateLimiter", "Slot"]
+__all__ = ["Limiter", "LimiterStats", "RateLimiter", "Slot", "SlotRefused"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -42,6 +42,20 @@ class LimiterStats:
     paused_until: float
     #: Slots granted since creation.
     granted: int
+
+
+class SlotRefused(Exception):
+    """Raised by a limiter's ``slot()`` instead of granting it: the attempt is not sent.
+
+    The client lets it propagate (it is not a failure to retry) after filling in what the
+    call's earlier attempts did, so whoever refused can tell whether one of them may have
+    been billed.
+    """
+
+    #: Attempts of the call made before the refusal.
+    attempts: int = 0
+    #: One of those attempts may have been generated and billed (ambiguous failure).
+    maybe_billed: bool = False
 
 
 @runtime_checkable

@@ -4,6 +4,7 @@ failures halt, the budget holds across reruns. Real processes against the mock o
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from cometgen.testing import MockServer, ThreadedMockServer
 from tests._cli import KEY, cmd, env, latest, records, remote, run_cli, write_jsonl
+from tests._sockets import closed_port
 
 # -- 1. stop means stop ------------------------------------------------------------------
 
@@ -87,6 +89,67 @@ def test_first_ctrl_c_lets_in_flight_finish_and_sends_no_queued_item(tmp_path: P
         assert len(recs) == server.stats.billed_total
 
 
+def _requests_for(server: ThreadedMockServer, text: str) -> list[int]:
+    """The statuses the mock answered to prompts containing ``text`` (0: dropped)."""
+    return [r.status for r in list(server.stats.log) if text in r.prompt]
+
+
+def test_a_retry_refused_by_a_halt_after_an_ambiguous_attempt_is_recorded(tmp_path: Path
+                                                                          ) -> None:
+    # "amb" is dropped after the mock read it (possibly billed) and may be retried once; the
+    # quota halt (an immediate 429) comes first, so its retry is refused by the stop.
+    rows = [{"id": "amb", "prompt": "ambiguous [[mock:drop:1]]"},
+            {"id": "quota", "prompt": "q [[mock:429_daily]]"}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(latency=0.5).run_in_thread() as server:
+        proc = run_cli("run", str(src), "-o", str(out), "--concurrency", "2",
+                       "--retry-ambiguous", "1", "--json", *remote(server))
+        assert _requests_for(server, "ambiguous") == [0], proc.stderr  # no retry left
+        assert proc.returncode == 4, proc.stderr
+        recs = latest(out)
+        assert "quota" not in recs  # systemic: a rerun does it
+        amb = recs["amb"]  # was unrecorded: a rerun would have paid again
+        assert amb["status"] == "failed" and amb["maybe_billed"] is True
+        assert amb["reason"] == "quota" and amb["attempts"] == 1
+        summary = json.loads(proc.stdout)
+        assert summary["maybe_billed_keys"] == ["amb"] and summary["failed"] == 1
+        run_cli("run", str(src), "-o", str(out), *remote(server))
+        assert _requests_for(server, "ambiguous") == [0]  # the rerun does not pay again
+
+
+def test_ctrl_c_before_the_retry_of_an_ambiguous_attempt_records_it_maybe_billed(
+    tmp_path: Path
+) -> None:
+    # "pause" gets a 429 at once that holds every new request for 4 s; "amb" is dropped
+    # after 0.5 s and waits behind that pause to be retried. Ctrl-C comes during the pause:
+    # the retry is refused when the pause ends, long before the 30 s grace timer.
+    rows = [{"id": "amb", "prompt": "ambiguous [[mock:drop:1]]"},
+            {"id": "pause", "prompt": "pause [[mock:429:1:4s]]"}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with MockServer(latency=0.5).run_in_thread() as server:
+        proc = subprocess.Popen(
+            cmd("run", str(src), "-o", str(out), "--concurrency", "2", "--retry-ambiguous",
+                "1", "--no-adaptive", "--json", *remote(server)),
+            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not _requests_for(server, "ambiguous") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert _requests_for(server, "ambiguous") == [0], stderr  # no retry was sent
+        assert _requests_for(server, "pause") == [429], stderr
+    assert proc.returncode == 130, stderr
+    recs = latest(out)
+    assert "pause" not in recs  # nothing billed: a rerun does it
+    amb = recs["amb"]
+    assert amb["status"] == "failed" and amb["maybe_billed"] is True
+    assert amb["reason"] == "interrupted" and amb["error_type"] == "Interrupted"
+    summary = json.loads(stdout)
+    assert summary["maybe_billed_keys"] == ["amb"] and summary["unsent"] == 1
+
+
 # -- 3. systemic failures halt the run ---------------------------------------------------
 
 
@@ -130,6 +193,62 @@ def test_no_network_halts_after_a_few_items(tmp_path: Path) -> None:
     assert time.monotonic() - started < 60
     assert json.loads(proc.stdout)["stop_reason"] == "network"
     assert not [r for r in records(tmp_path / "out") if r["status"] == "failed"]
+
+
+def test_connect_failures_too_few_to_halt_are_recorded_failed(tmp_path: Path) -> None:
+    # Two items, nobody listening: fewer than the 3 in a row that halt the run.
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"u{i}", "prompt": f"u{i}"}
+                                              for i in range(2)])
+    out = tmp_path / "out"
+    proc = run_cli("run", str(src), "-o", str(out), "--max-attempts", "1", "--json",
+                   "--base-url", f"http://127.0.0.1:{closed_port()}", "--api-key", KEY)
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["failed"] == 2 and summary["stop_reason"] is None
+    assert summary["folder"]["failed"] == 2  # was 0: exit 1 with nothing in the manifest
+    recs = latest(out)
+    for key in ("u0", "u1"):
+        rec = recs[key]
+        assert rec["status"] == "failed" and not rec.get("maybe_billed")
+        assert rec["error_type"] == "ConnectError" and "connect" in str(rec["reason"])
+    status = run_cli("status", str(out), "--json")
+    assert status.returncode == 1 and json.loads(status.stdout)["failed"] == 2
+
+
+def test_a_connect_failure_between_successes_is_recorded_and_status_agrees(tmp_path: Path
+                                                                          ) -> None:
+    # --rpm 20 sends a request every 3 s: "a" reaches the mock, "b" finds nobody listening
+    # on the port (the mock stopped), "c" reaches the mock started again on the same port.
+    port = closed_port()
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": f"reach {i}"}
+                                              for i in ("a", "b", "c")])
+    out = tmp_path / "out"
+    first = MockServer(port=port).run_in_thread()
+    first.start()
+    try:
+        proc = subprocess.Popen(
+            cmd("run", str(src), "-o", str(out), "--concurrency", "1", "--rpm", "20",
+                "--max-attempts", "1", "--json", "--base-url", first.url, "--api-key", KEY),
+            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while first.stats.requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answered_a = time.monotonic()
+    finally:
+        first.stop()
+    time.sleep(max(0.0, answered_a + 4.5 - time.monotonic()))  # b at +3 s, c at +6 s
+    with MockServer(port=port).run_in_thread() as second:
+        stdout, stderr = proc.communicate(timeout=30)
+        assert second.stats.requests == 1, stderr
+    assert proc.returncode == 1, stderr
+    recs = latest(out)
+    assert recs["a"]["status"] == "done" and recs["c"]["status"] == "done", stderr
+    assert recs["b"]["status"] == "failed" and not recs["b"].get("maybe_billed")
+    assert recs["b"]["error_type"] == "ConnectError"
+    summary = json.loads(stdout)
+    assert (summary["done"], summary["failed"], summary["unsent"]) == (2, 1, 0)
+    assert "failed b:" in stderr
+    assert run_cli("status", str(out)).returncode == 1
 
 
 # -- 2. exit codes describe the folder ---------------------------------------------------
@@ -204,3 +323,45 @@ def test_dry_run_warns_about_a_model_not_in_the_table(tmp_path: Path) -> None:
                    "--model", "gemini-9-new-image")
     assert proc.returncode == 0, proc.stderr
     assert "not in cometgen's model table" in proc.stderr
+
+
+# -- 9. progress that tells the truth ------------------------------------------------------
+
+_BAR = re.compile(r"^cometgen: \[[#.]{20}\] +(\d+)% (\d+)/12 \| ")
+
+
+def test_plain_progress_shows_the_429_pause_counting_down_queued_a_bar_and_an_eta(
+    tmp_path: Path
+) -> None:
+    # The first answer is a 429 asking for 3 s: every new request waits for it, so the
+    # workers' items are queued while nothing is in flight, and the pause counts down.
+    rows = [{"id": "p0", "prompt": "p0 [[mock:429:1:3s]]"}] + [
+        {"id": f"p{i}", "prompt": f"p{i}"} for i in range(1, 12)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    with MockServer(latency=0.3).run_in_thread() as server:
+        proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--concurrency", "4",
+                       "--no-adaptive", "--progress-interval", "0.2", *remote(server))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if _BAR.match(line)]
+    assert len(lines) >= 10, proc.stderr  # one every 0.2 s, not every 10 s
+    paused = [line for line in lines if "429 pause" in line]
+    countdown = [int(m.group(1)) for line in paused
+                 if (m := re.search(r"429 pause (\d+)s", line))]
+    assert len(set(countdown)) >= 2 and max(countdown) <= 3, proc.stderr
+    assert countdown == sorted(countdown, reverse=True), proc.stderr
+    # Queued apart from in flight: during the pause no request is out, items wait.
+    assert any(re.search(r"in flight 0/4 \| queued [1-4] \|", line) for line in paused)
+    assert all("429s 1" in line for line in paused)
+    # The bar's percentage follows the items finished; an ETA once some have finished.
+    for line in lines:
+        m = _BAR.match(line)
+        assert m is not None and int(m.group(1)) == round(100 * int(m.group(2)) / 12)
+    assert any(re.search(r"ETA \d+:\d\d$", line) for line in paused), proc.stderr
+    assert _BAR.match(lines[-1]) and "100% 12/12" in lines[-1]
+
+
+def test_progress_interval_must_be_positive(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
+    proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--progress-interval", "0",
+                   "--dry-run")
+    assert proc.returncode == 2 and "--progress-interval" in proc.stderr

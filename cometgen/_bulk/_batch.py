@@ -27,13 +27,13 @@ from .._models import ServiceTier, check_service_tier
 from ._admission import Admission, Budget, shard_of
 from ._halt import HaltDetector, Halted, current_trace, with_gate
 from ._item_runner import ItemRunner, now_iso
-from ._job import Job, WorkItem, expand, image_sha256
+from ._job import Job, WorkItem, expand, image_hashes
 from ._manifest import ManifestRecord, ManifestState, load_manifest
 from ._manifest_writer import ManifestWriter
 from ._metadata import write_metadata_jsonl
-from ._outcomes import Done, Failed, Outcome
+from ._outcomes import Done, Failed, Outcome, shed
 from ._pricing import PriceTable, load_prices
-from ._provenance import add_provenance, bad_line_result, cut_record
+from ._provenance import add_provenance, bad_line_result, cut_record, refused_result
 from ._stats import BatchStats
 from ._streams import drain, iter_jobs
 
@@ -43,7 +43,6 @@ logger = logging.getLogger("cometgen")
 
 #: What ``Batch.run`` accepts: jobs, or ``InputError``s for lines that could not be read.
 JobSource = Iterable[Job | InputError] | AsyncIterable[Job | InputError]
-
 
 
 class Batch:
@@ -116,6 +115,7 @@ class Batch:
         # Every HTTP attempt passes the gate: none leaves once the batch is stopping.
         self.client, self.gate = with_gate(base, self._stopping.is_set, self.stats.http_time)
         self._halt = HaltDetector()
+        self._workers = 0  # work loops still running
         self._runner = ItemRunner(
             self.client, out_dir=self.out_dir, prices=self.prices,
             include_text=include_text, job_timeout=job_timeout, stop=self.stop,
@@ -236,6 +236,7 @@ class Batch:
         work_send, work_recv = anyio.create_memory_object_stream[WorkItem](self.concurrency)
         out_send, out_recv = anyio.create_memory_object_stream[Outcome](self.concurrency)
         self._tg.start_soon(self._produce, jobs, work_send, out_send.clone())
+        self._workers = self.concurrency
         for _ in range(self.concurrency):
             self._tg.start_soon(self._work_loop, work_recv.clone(), out_send.clone())
         work_recv.close()
@@ -263,11 +264,8 @@ class Batch:
                     await self._bad_line(entry, None, out)
                     continue
                 try:
-                    hashes = (
-                        await anyio.to_thread.run_sync(_hash_images, entry.images)
-                        if entry.images
-                        else []
-                    )
+                    hashes = (await anyio.to_thread.run_sync(image_hashes, entry.images)
+                              if entry.images else [])
                     items = expand(
                         entry,
                         default_model=self.model,
@@ -310,6 +308,10 @@ class Batch:
                     self._budget.release(item)
                     continue
                 await self._process(item, out)
+            self._workers -= 1
+            if not self._workers:  # the last one: no later item can end a connect streak
+                for finished, record in self._halt.release():
+                    await self._record(finished, record, out)
 
     async def _process(self, item: WorkItem, out: MemoryObjectSendStream[Outcome]) -> None:
         started_at = now_iso()
@@ -321,9 +323,17 @@ class Batch:
             adopt = self._adopt and not self._admission.regenerating(item)
             adopted = await self._runner.adopt_existing(item, started_at) if adopt else None
             outcome, done_record = adopted or await self._runner.generate(item, started_at, t0)
-        except Halted:  # stopped before this attempt left: not sent, not recorded
-            self.stats.unsent += 1
-            self._budget.release(item)
+        except Halted as halted:  # stopped before this attempt left
+            try:
+                if halted.maybe_billed:
+                    # An earlier attempt may have been billed: recorded like a grace-timer
+                    # cut, so a rerun does not pay again.
+                    await self._record(*refused_result(item, started_at, t0, self.endpoint,
+                                                       self.stats.stop_reason, halted), out)
+                else:  # nothing was billed: not recorded, a rerun does it
+                    self.stats.unsent += 1
+            finally:
+                self._budget.release(item)
             return
         except anyio.get_cancelled_exc_class():
             # Cut after a stop (the CLI's grace timer, a second Ctrl-C): record the request as
@@ -336,23 +346,21 @@ class Batch:
             raise
         finally:
             self.stats.in_flight -= 1
-        halt, keep = self._halt.judge(outcome)
-        if halt is not None:
-            # Systemic, not the item's own failure: handed out, not recorded (a rerun does it).
-            if self.stats.stop_reason is None:
-                self.stats.stop_detail = getattr(outcome, "reason", None)
-            self.stop(halt)
-            self.stats.unsent += 1
-            self._budget.release(item)
-            await out.send(outcome)
-            return
-        record = done_record if keep else None
-        if record is not None:
-            add_provenance(record, item, self.endpoint)
+        add_provenance(done_record, item, self.endpoint)
+        verdict = self._halt.judge(outcome, done_record)
         # The projection is released only once the real cost is counted, so the budget
         # check never sees an item in neither.
         try:
-            await self._record(outcome, record, out)
+            if verdict.halt is not None:
+                if self.stats.stop_reason is None:
+                    self.stats.stop_detail = getattr(outcome, "reason", None)
+                self.stop(verdict.halt)
+            for left in verdict.unrecorded:
+                # Systemic, not the item's own failure: not recorded (a rerun does it).
+                self.stats.unsent += 1
+                await out.send(left)
+            for finished, record in verdict.record:
+                await self._record(finished, record, out)
         finally:
             self._budget.release(item)
 
@@ -362,8 +370,8 @@ class Batch:
     ) -> None:
         if outcome is None:  # a cut request: recorded, counted, not handed out
             assert record is not None
-            self.stats.record("failed", attempts=1, maybe_billed=True, latency=record.latency,
-                              cost=None, images=0, key=record.key)
+            self.stats.record("failed", attempts=record.attempts, maybe_billed=True,
+                              latency=record.latency, cost=None, images=0, key=record.key)
         if self._writer is not None and record is not None:
             try:
                 await self._writer.write(record)
@@ -373,7 +381,7 @@ class Batch:
         if outcome is None or out is None:
             return
         n_images = (len(outcome.files) or len(outcome.images)) if isinstance(outcome, Done) else 0
-        if isinstance(outcome, Failed) and _shed(outcome, self.service_tier):
+        if isinstance(outcome, Failed) and shed(outcome, self.service_tier):
             self.stats.shed += 1
         elif record is not None and record.cached:
             self.stats.cached += 1
@@ -382,14 +390,3 @@ class Batch:
             latency=outcome.latency, cost=outcome.cost, images=n_images, key=outcome.key,
         )
         await out.send(outcome)
-
-
-def _shed(outcome: Failed, default_tier: str) -> bool:
-    """A Flex request the provider shed under load (429/503): counted apart in the stats."""
-    tier = (outcome.job.service_tier if outcome.job is not None else None) or default_tier
-    return tier == "flex" and getattr(outcome.error, "status_code", None) in (429, 503)
-
-
-def _hash_images(images: tuple[str | bytes, ...]) -> list[str]:
-    return [image_sha256(i) for i in images]
-

@@ -25,7 +25,8 @@ from .._exceptions import (
     PermissionDeniedError,
     QuotaExhaustedError,
 )
-from .._limits import Limiter, LimiterStats, Slot
+from .._limits import Limiter, LimiterStats, Slot, SlotRefused
+from ._manifest import ManifestRecord
 from ._outcomes import Failed, Outcome
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Halted",
     "ItemTrace",
     "StopGate",
+    "Verdict",
     "current_trace",
     "with_gate",
 ]
@@ -55,8 +57,12 @@ HALT_MESSAGES: Final = {
 }
 
 
-class Halted(Exception):
-    """Raised by ``StopGate`` instead of sending: the batch is stopping. Never a failure."""
+class Halted(SlotRefused):
+    """Raised by ``StopGate`` instead of sending: the batch is stopping.
+
+    Not a failure of the item, unless an earlier attempt of it may have been billed
+    (``maybe_billed``, filled in by the client): then it is recorded, so no rerun pays again.
+    """
 
 
 @dataclass(slots=True)
@@ -157,46 +163,69 @@ class _GateSlot:
         await self._cm.__aexit__(exc_type, exc, tb)
 
 
+#: A finished item and its manifest record.
+Finished = tuple[Outcome, ManifestRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the batch does with a finished item (and the items it held before it)."""
+
+    #: The reason the run halts now, or None.
+    halt: str | None = None
+    #: To record, in order.
+    record: tuple[Finished, ...] = ()
+    #: Handed out but not recorded: a rerun does them.
+    unrecorded: tuple[Outcome, ...] = ()
+
+
 class HaltDetector:
     """Tells which failures are systemic: no later item can succeed, so the run halts.
 
     Such failures are not recorded as the item's result: a rerun after the fix does them
-    without ``--retry-failed``.
+    without ``--retry-failed``. An item that could not connect is held until the streak it
+    belongs to ends: it halts the run at ``CONNECT_FAILURES_TO_HALT`` (all left unrecorded),
+    and otherwise is recorded failed, so every line has a record and the exit code agrees
+    with ``cometgen status``.
     """
 
     def __init__(self) -> None:
-        self._connect_failures = 0
+        self._held: list[Finished] = []
+        self._network_down = False
 
-    def reason(self, error: BaseException | None, *, maybe_billed: bool) -> str | None:
-        """The halt reason ``error`` calls for, or None (an ordinary per-item failure)."""
+    def judge(self, outcome: Outcome, record: ManifestRecord) -> Verdict:
+        error = outcome.error if isinstance(outcome, Failed) else None
         if isinstance(error, AuthenticationError | PermissionDeniedError):
-            return "auth"
+            return self._halt("auth", outcome)
         if isinstance(error, QuotaExhaustedError):
-            return "quota"
+            return self._halt("quota", outcome)
         if isinstance(error, NotFoundError):
-            return "model"
-        if isinstance(error, ConnectError | ConnectTimeout) and not maybe_billed:
-            self._connect_failures += 1
-            if self._connect_failures >= CONNECT_FAILURES_TO_HALT:
-                return "network"
-            return None
-        self._connect_failures = 0
-        return None
+            return self._halt("model", outcome)
+        if self.unsent(error, maybe_billed=outcome.maybe_billed):
+            if self._network_down:  # in flight when the run halted
+                return self._halt("network", outcome)
+            self._held.append((outcome, record))
+            if len(self._held) < CONNECT_FAILURES_TO_HALT:
+                return Verdict()
+            self._network_down = True
+            held, self._held = self._held, []
+            return Verdict(halt="network", unrecorded=tuple(o for o, _ in held))
+        # Any other answer ends the streak: the endpoint is reachable.
+        held, self._held = self._held, []
+        return Verdict(record=(*held, (outcome, record)))
 
-    def succeeded(self) -> None:
-        self._connect_failures = 0
+    def release(self) -> list[Finished]:
+        """The items held when the run ends: too few in a row to halt it, so they failed."""
+        held, self._held = self._held, []
+        return held
 
-    def judge(self, outcome: Outcome) -> tuple[str | None, bool]:
-        """(halt reason or None, whether to record the outcome) for a finished item."""
-        if not isinstance(outcome, Failed):
-            self.succeeded()
-            return None, True
-        halt = self.reason(outcome.error, maybe_billed=outcome.maybe_billed)
-        return halt, not self.unsent(outcome.error, maybe_billed=outcome.maybe_billed)
+    @staticmethod
+    def _halt(reason: str, outcome: Outcome) -> Verdict:
+        return Verdict(halt=reason, unrecorded=(outcome,))
 
     @staticmethod
     def unsent(error: BaseException | None, *, maybe_billed: bool) -> bool:
-        """Nothing reached the endpoint: leave the item unrecorded so a rerun sends it."""
+        """Nothing reached the endpoint: the connection could not be opened."""
         return isinstance(error, ConnectError | ConnectTimeout) and not maybe_billed
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Job",
     "WorkItem",
     "expand",
+    "image_hashes",
     "image_sha256",
     "item_key",
     "legacy_first_key",
@@ -211,6 +212,11 @@ def image_sha256(image: str | bytes | os.PathLike[str]) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+def image_hashes(images: tuple[str | bytes, ...]) -> list[str]:
+    """``image_sha256`` of each of a job's input images (blocking: run it in a thread)."""
+    return [image_sha256(i) for i in images]
+
+
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

@@ -70,3 +70,9 @@ class Failed(_OutcomeBase):
 
 
 Outcome = Done | Blocked | NoImage | Failed
+
+
+def shed(outcome: Failed, default_tier: str) -> bool:
+    """A Flex request the provider shed under load (429/503): counted apart in the stats."""
+    tier = (outcome.job.service_tier if outcome.job is not None else None) or default_tier
+    return tier == "flex" and getattr(outcome.error, "status_code", None) in (429, 503)

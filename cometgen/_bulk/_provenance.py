@@ -6,6 +6,7 @@ import time
 from typing import Final
 
 from .._exceptions import InputError
+from .._limits import SlotRefused
 from ._item_runner import now_iso
 from ._job import Job, WorkItem
 from ._manifest import STATUS_FAILED, ManifestRecord, ManifestState
@@ -13,7 +14,7 @@ from ._outcomes import Failed
 
 __all__ = [
     "INTERRUPTED", "MOCK_ENDPOINT", "add_provenance", "bad_line_result", "changed_request",
-    "cut_record",
+    "cut_record", "refused_result",
 ]
 
 #: The endpoint name recorded for the built-in mock server (its URL changes every run).
@@ -32,19 +33,38 @@ def add_provenance(record: ManifestRecord, item: WorkItem, endpoint: str | None)
 
 
 def cut_record(
-    item: WorkItem, started_at: str, t0: float, endpoint: str | None
+    item: WorkItem, started_at: str, t0: float, endpoint: str | None, *,
+    reason: str = INTERRUPTED, attempts: int = 1,
 ) -> ManifestRecord:
-    """The record of a request cut by the grace timer: failed, and possibly billed."""
+    """The record of an item a stop cut short after it sent a request (the grace timer cut
+    it, or its retry was refused): failed, and possibly billed. ``reason``: why it stopped."""
     job = item.job
     record = ManifestRecord(
-        key=item.key, id=job.id, status=STATUS_FAILED, reason=INTERRUPTED,
-        error_type="Interrupted", model=item.model, prompt=job.prompt, index=item.index,
-        line=job.line, attempts=1, maybe_billed=True,
+        key=item.key, id=job.id, status=STATUS_FAILED, reason=reason,
+        error_type="Interrupted" if reason == INTERRUPTED else "Halted", model=item.model,
+        prompt=job.prompt, index=item.index, line=job.line, attempts=attempts,
+        maybe_billed=True,
         latency=round(time.monotonic() - t0, 4), started_at=started_at,
         finished_at=now_iso(), metadata=job.metadata,
     )
     add_provenance(record, item, endpoint)
     return record
+
+
+def refused_result(
+    item: WorkItem, started_at: str, t0: float, endpoint: str | None, stop: str | None,
+    error: SlotRefused,
+) -> tuple[Failed, ManifestRecord]:
+    """An item whose retry a stop refused, after an attempt that may have been billed;
+    ``stop``: why the run stopped (the reason recorded)."""
+    reason = stop or INTERRUPTED
+    record = cut_record(item, started_at, t0, endpoint, reason=reason, attempts=error.attempts)
+    return (
+        Failed(key=item.key, job=item.job, index=item.index, model=item.model,
+               attempts=record.attempts, maybe_billed=True, latency=record.latency,
+               reason=reason, error=error, error_type=record.error_type),
+        record,
+    )
 
 
 def bad_line_result(

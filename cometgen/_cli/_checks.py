@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -41,6 +42,9 @@ def validate(settings: RunSettings) -> tuple[int, int] | None:
         raise ConfigError(f"grace_period must be >= 0, got {settings.grace_period}")
     if settings.job_timeout is not None and not settings.job_timeout > 0:
         raise ConfigError(f"--job-timeout must be > 0, got {settings.job_timeout}")
+    interval = settings.progress_interval
+    if interval is not None and not 0 < interval < math.inf:
+        raise ConfigError(f"--progress-interval must be a number of seconds > 0, got {interval}")
     # The same constructors the run uses: their checks, their messages.
     Limits(concurrency=settings.concurrency, rpm=settings.rpm, ipm=settings.ipm,
            shared=settings.shared_limits, namespace=settings.limits_namespace)

@@ -103,6 +103,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--auth", choices=("bearer", "x-goog-api-key"))
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--progress-interval", type=float, metavar="SECONDS",
+                   help="seconds between progress updates (default: a plain line every 10 s "
+                   "without a terminal, the live panel 4 times a second)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     add_loop_argument(p)
     p.set_defaults(func=run)
@@ -239,7 +242,8 @@ async def _run_async(
         )
         check_endpoint(batch.manifest_state, endpoint, allow=settings.allow_endpoint_change)
         install_item_names()
-        progress = Progress(batch.stats, batch.gate, mode="quiet" if args.quiet else "auto")
+        progress = Progress(batch.stats, batch.gate, mode="quiet" if args.quiet else "auto",
+                            interval=settings.progress_interval)
         printed = 0
         async with anyio.create_task_group() as tg:
             main_scope = tg.cancel_scope

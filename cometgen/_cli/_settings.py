@@ -46,6 +46,7 @@ class RunSettings:
     models: str | None = None
     service_tier: str = "standard"
     cache: str | None = None
+    progress_interval: float | None = None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -57,6 +58,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "api_key": (str,), "base_url": (str,), "auth": (str,), "prices": (str,), "shard": (str,),
     "grace_period": (int, float), "shared_limits": (str,), "limits_namespace": (str,),
     "models": (str,), "service_tier": (str,), "cache": (str,),
+    "progress_interval": (int, float),
 }
 
 
