@@ -169,15 +169,17 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "clients": list(CLIENTS), "client_timeout": 600, "scale_n": 1_000_000,
         "sample_every": 5.0, "rl_latency": 2.0, "rl_rpm_s": 100, "rl_adaptive_s": 180,
         "startup_runs": 10, "real_n": 1500, "real_c": 400, "real_latency_s": [3.0, 9.0],
-        "real_seed": 1, "real_rounds": 2,
+        "real_seed": 1, "real_rounds": 2, "real_warmup_n": 800,
     }
     if args.quick:
         cfg.update(mode="quick", n=100, n_small=500, scale_n=50_000, sample_every=3.0,
-                   rl_rpm_s=20, rl_adaptive_s=60, startup_runs=5, real_n=600, real_rounds=1)
+                   rl_rpm_s=20, rl_adaptive_s=60, startup_runs=5, real_n=600, real_rounds=1,
+                   real_warmup_n=400)
     if args.smoke:
         cfg.update(mode="smoke", n=8, n_small=8, c=4, bodies=["flash-2MB"],
                    clients=["cometgen", "aiohttp", "genai"], client_timeout=60, startup_runs=1,
-                   real_n=8, real_c=4, real_latency_s=[0.05, 0.15], real_rounds=2)
+                   real_n=8, real_c=4, real_latency_s=[0.05, 0.15], real_rounds=2,
+                   real_warmup_n=4)
     if args.n:
         cfg["n"] = args.n
     if args.clients:
