@@ -1,8 +1,8 @@
 """The architecture, checked: layers import only downwards, no import cycles, no private APIs.
 
 Every ``import`` in ``cometgen/`` counts, ``TYPE_CHECKING`` blocks and function bodies
-included. A module may import modules of its own layer or of any layer below it; a layer
-marked independent (``|`` in the README's contract) may not import its siblings.
+included. A module may import modules of its own layer or of any layer below it (``LAYERS``,
+top to bottom); a layer split into sibling groups may not import across those groups.
 """
 
 from __future__ import annotations
