@@ -38,7 +38,7 @@ def run_realistic(cfg: dict[str, Any], tmp: Path, log: Any) -> dict[str, Any]:
             get_json(f"{server.url}/_bench/reset")
             run_json([PYTHON, str(HERE / "client.py"), "--client", "minimal", "--url", server.url,
                       "--model", body.model, "--n", str(cfg["real_warmup_n"]), "--c", str(c),
-                      "--tmp", str(tmp)], timeout=cfg["client_timeout"])
+                      "--tmp", str(tmp), "--keep"], timeout=cfg["client_timeout"])
         for rnd in range(1, cfg["real_rounds"] + 1):
             for client in CLIENTS:
                 log(f"realistic: round {rnd} {client} N={n}, {c} in flight, "
