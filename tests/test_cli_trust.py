@@ -323,6 +323,14 @@ def test_dry_run_warns_about_a_model_not_in_the_table(tmp_path: Path) -> None:
                    "--model", "gemini-9-new-image")
     assert proc.returncode == 0, proc.stderr
     assert "not in cometgen's model table" in proc.stderr
+    assert "did you mean" not in proc.stderr  # nothing close: a new model, not a typo
+
+
+def test_a_typo_in_the_model_name_gets_did_you_mean(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
+    proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--dry-run",
+                   "--model", "gemini-3-pro-imag")
+    assert "(did you mean 'gemini-3-pro-image'?)" in proc.stderr, proc.stderr
 
 
 # -- 9. progress that tells the truth ------------------------------------------------------

@@ -50,3 +50,9 @@ def test_eta_follows_the_recent_rate_not_the_whole_run(monkeypatch: pytest.Monke
     # 40 left at the last 30 s's rate ((20 + 100) / 30 = 4/s): 10 s, not 40 / (160/70) = 17.5.
     assert eta == pytest.approx(10.0, rel=0.05)
     assert "ETA 0:10" in status_line(stats, None) or "ETA 0:09" in status_line(stats, None)
+
+
+def test_a_rerun_with_nothing_left_shows_a_full_bar() -> None:
+    stats = BatchStats(planned=0)
+    stats.skipped = 11
+    assert status_line(stats, None).startswith("cometgen: [####################] 100% 0/0 |")

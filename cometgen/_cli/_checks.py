@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import os
@@ -13,7 +14,7 @@ from .._bulk._manifest import ManifestState, summarize
 from .._bulk._provenance import MOCK_ENDPOINT
 from .._config import Limits, Timeouts, resolve_base_url
 from .._exceptions import ConfigError, InputError
-from .._models import normalize_model
+from .._models import active_models, normalize_model
 from .._retry import RetryPolicy
 from ._settings import RunSettings, parse_shard
 
@@ -55,8 +56,10 @@ def validate(settings: RunSettings) -> tuple[int, int] | None:
     model = normalize_model(settings.model)
     spec = spec_for(model)
     if spec is None:
-        logger.warning("model %r is not in cometgen's model table: options are not checked "
-                       "and the endpoint may refuse it (404 halts the run)", model)
+        close = difflib.get_close_matches(model, list(active_models().specs), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        logger.warning("model %r is not in cometgen's model table%s: options are not checked "
+                       "and the endpoint may refuse it (404 halts the run)", model, hint)
         return shard
     # A run-wide size is ignored for models that take none (see expand()).
     size = settings.image_size if spec.image_sizes else None

@@ -44,8 +44,10 @@ class _View:
 
     @property
     def percent(self) -> float | None:
-        if not self.total:
+        if self.total is None:  # not known yet (input still being read)
             return None
+        if self.total == 0:  # nothing left to do: a rerun of a finished folder
+            return 100.0
         return min(100.0, 100.0 * self.finished / self.total)
 
     def bar(self) -> str:
