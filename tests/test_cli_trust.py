@@ -84,6 +84,8 @@ def test_first_ctrl_c_lets_in_flight_finish_and_sends_no_queued_item(tmp_path: P
         # Only what was in flight (at most 4) is answered after the signal.
         assert server.stats.requests <= answered + 4, stderr
         assert proc.returncode == 130, stderr
+        assert ("stopped early: interrupted: Ctrl-C or SIGTERM: the items not sent are not "
+                "recorded; rerun to do them") in stderr
         recs = latest(out)
         assert all(r["status"] == "done" for r in recs.values())
         assert len(recs) == server.stats.billed_total

@@ -53,7 +53,7 @@ HALT_MESSAGES: Final = {
     f"{CONNECT_FAILURES_TO_HALT} consecutive items): check the network or --base-url",
     "disk": "cannot write to the output folder (disk full?)",
     "budget": "--max-cost reached",
-    "interrupted": "interrupted",
+    "interrupted": "Ctrl-C or SIGTERM: the items not sent are not recorded; rerun to do them",
 }
 
 
