@@ -328,6 +328,19 @@ def test_dry_run_warns_about_a_model_not_in_the_table(tmp_path: Path) -> None:
     assert "did you mean" not in proc.stderr  # nothing close: a new model, not a typo
 
 
+def test_a_base_url_without_a_key_exits_2_before_any_request(
+    tmp_path: Path, mock: ThreadedMockServer
+) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
+    for extra in ((), ("--dry-run",)):
+        proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--base-url", mock.url,
+                       *extra)
+        assert proc.returncode == 2, proc.stderr
+        assert f"--base-url {mock.url} needs an API key: pass --api-key or set COMETAPI_KEY" \
+            in proc.stderr and "Traceback" not in proc.stderr
+    assert mock.stats.requests == 0
+
+
 def test_a_typo_in_the_model_name_gets_did_you_mean(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
     proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--dry-run",
