@@ -34,6 +34,7 @@ from ._checks import (
 from ._dry_run import count_lines, dry_run
 from ._loop import add_loop_argument, want_uvloop
 from ._progress import Progress
+from ._run_state import write_run_state
 from ._settings import RunSettings, resolve
 from ._status_cmd import add_parser as add_status
 from ._summary import (
@@ -241,6 +242,7 @@ async def _run_async(
             )
         )
         check_endpoint(batch.manifest_state, endpoint, allow=settings.allow_endpoint_change)
+        await write_run_state(args.out_dir, state="running", input=args.input)
         install_item_names()
         progress = Progress(batch.stats, batch.gate, mode="quiet" if args.quiet else "auto",
                             interval=settings.progress_interval)
@@ -293,6 +295,10 @@ async def _run_async(
         stats.stop_reason = "interrupted"
     summary = stats.as_dict()
     summary["folder"] = await anyio.to_thread.run_sync(folder_counts, args.out_dir)
+    todo = stats.todo
+    left = stats.unsent if todo is None else max(stats.unsent, todo - stats.finished)
+    await write_run_state(args.out_dir, state="finished", input=args.input,
+                          stop_reason=stats.stop_reason, left=left)
     return finish(args, summary, out_dir=args.out_dir, printed=printed,
                   interrupted=interrupted, maybe_billed_keys=stats.maybe_billed_keys,
                   max_cost=settings.max_cost, endpoint=endpoint)
