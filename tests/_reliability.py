@@ -89,7 +89,7 @@ def scan_out_dir(out: Path) -> tuple[list[Path], list[Path], list[Path]]:
         return images, temps, other
     nested = (out / "images").rglob("*") if (out / "images").is_dir() else ()
     for p in [*out.iterdir(), *nested]:
-        if p.name in ("manifest.jsonl", "metadata.jsonl") or p == out / "images":
+        if p.name in ("manifest.jsonl", "metadata.jsonl", "run.json") or p == out / "images":
             continue
         if p.is_dir() and p.parent.is_relative_to(out / "images"):
             continue  # an image folder: images/<2 hex>/<2 hex>/

@@ -147,8 +147,9 @@ def test_max_cost_dry_run_and_status(tmp_path: Path, mock: ThreadedMockServer) -
     assert summary["stop_reason"] == "budget" and summary["cost_usd"] <= 0.5
     assert 0 < summary["done"] < 30
     status = run_cli("status", str(out), "--json")
-    assert status.returncode == 0
+    assert status.returncode == 1  # the budget stop left items of the input unsent
     assert json.loads(status.stdout)["done"] == summary["done"]
+    assert json.loads(status.stdout)["last_run"]["stop_reason"] == "budget"
 
 
 def test_shards_split_the_input(tmp_path: Path, mock: ThreadedMockServer) -> None:
@@ -158,6 +159,7 @@ def test_shards_split_the_input(tmp_path: Path, mock: ThreadedMockServer) -> Non
         out = tmp_path / f"out{i}"
         proc = run_cli("run", str(src), "-o", str(out), "--shard", f"{i}/2", *remote(mock))
         assert proc.returncode == 0, proc.stderr
+        assert run_cli("status", str(out)).returncode == 0  # the other shard's lines: not left
         keys.append(set(latest(out)))
     assert keys[0] and keys[1] and not keys[0] & keys[1]
     assert len(keys[0] | keys[1]) == 40
