@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterable, Iterable
+from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
 
@@ -256,8 +257,8 @@ class Batch:
         work: MemoryObjectSendStream[WorkItem],
         out: MemoryObjectSendStream[Outcome],
     ) -> None:
-        async with work, out:
-            async for entry in iter_jobs(jobs):
+        async with work, out, aclosing(iter_jobs(jobs, self._stopping)) as entries:
+            async for entry in entries:
                 if self._stopping.is_set():
                     break
                 if isinstance(entry, InputError):

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, BinaryIO, Final
 
 import msgspec
 
@@ -48,7 +48,7 @@ def iter_input(
     paths are resolved against the input file's directory (the working directory for stdin).
     """
     if isinstance(source, str) and source == "-":
-        return _read_jsonl(sys.stdin.buffer, "<stdin>", os.getcwd(), default_model, close=False)
+        return _read_jsonl(_stdin_bytes(), "<stdin>", os.getcwd(), default_model, close=False)
     file = os.fspath(source)
     path = Path(source)
     fmt = _FORMATS.get(path.suffix.lower())
@@ -308,3 +308,17 @@ def _csv_job(
     if "prompt" not in fields and cells.get("prompt") is not None:
         return InputError("must not be empty", file=file, line=line, field="prompt")
     return make_job(fields, file, line, base, default_model)
+
+
+def _stdin_bytes() -> BinaryIO:
+    """Standard input as bytes, through a reader of its own when it is a real file.
+
+    The batch reads input in a daemon thread, which may still be blocked reading when the
+    process exits; if that read held ``sys.stdin.buffer``'s lock, the interpreter's shutdown
+    would abort ("could not acquire lock for <stdin> at interpreter shutdown").
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an in-memory stream
+        return sys.stdin.buffer
+    return open(fd, "rb", closefd=False)  # lives as long as the process
