@@ -41,6 +41,10 @@ class Admission:
         self.state: ManifestState | None = None
         self._seen: set[str] = set()
 
+    def forget(self) -> None:
+        """Drop the per-run key set (one string per item: ~80 MB at 1,000,000 items)."""
+        self._seen = set()
+
     def admit(self, item: WorkItem) -> bool:
         """Whether to send ``item``; counts what it drops."""
         if item.key in self._seen:

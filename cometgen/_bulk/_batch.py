@@ -184,6 +184,7 @@ class Batch:
             own = exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class())
             await tg.__aexit__(*((None, None, None) if own else (exc_type, exc, tb)))
         finally:
+            self._admission.forget()  # before the caller reads the folder back, say
             await self._close_out_dir()
         return None
 
