@@ -90,13 +90,7 @@ def _read(jobs: Iterable[T], items: queue.Queue[T | _End], done: threading.Event
     end = _End()
     try:
         for job in iterator:
-            while not done.is_set():
-                try:
-                    items.put(job, timeout=_PUT_POLL_S)
-                    break
-                except queue.Full:
-                    continue
-            if done.is_set():
+            if not _put(items, job, done):
                 return
     except BaseException as exc:  # handed to the batch, which raises it
         end = _End(exc)
@@ -104,12 +98,18 @@ def _read(jobs: Iterable[T], items: queue.Queue[T | _End], done: threading.Event
         close = getattr(iterator, "close", None)
         if close is not None:  # a generator's open file is closed here, in its own thread
             close()
+    _put(items, end, done)
+
+
+def _put(items: queue.Queue[T | _End], value: T | _End, done: threading.Event) -> bool:
+    """Put ``value``, waiting while the queue is full; False if the batch went away first."""
     while not done.is_set():
         try:
-            items.put(end, timeout=_PUT_POLL_S)
-            return
+            items.put(value, timeout=_PUT_POLL_S)
+            return True
         except queue.Full:
             continue
+    return False
 
 
 async def drain(stream: MemoryObjectReceiveStream[T]) -> list[T]:
