@@ -164,6 +164,14 @@ def test_no_private_api_of_other_projects() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+def test_aiohttp_is_imported_by_the_transport_module_only() -> None:
+    # The mock server (cometgen.testing) is an aiohttp app of its own.
+    importers = {name for name, path in _modules().items()
+                 if not name.startswith("cometgen.testing")
+                 and any(m == "aiohttp" or m.startswith("aiohttp.") for m in _imports(name, path))}
+    assert importers == {"cometgen._transport._aiohttp"}
+
+
 def test_no_file_over_400_lines() -> None:
     long = {
         str(p.relative_to(PACKAGE.parent)): n

@@ -1,12 +1,20 @@
 """HTTP transports: the public ``AsyncTransport`` seam and the default aiohttp one.
 
-The only client package that imports aiohttp. Every aiohttp failure is translated into the
-cometgen tree once, here (``_errors``), by the phase it happened in.
+Only ``_aiohttp`` imports aiohttp. Every aiohttp failure is translated into the cometgen tree
+once, there (``translate``), by the phase it happened in.
 """
 
 from .._exceptions import ConfigError
-from ._aiohttp import AiohttpTransport, Verify, ssl_option
-from ._errors import PHASES, TRANSLATION, Phase, timeout_error, translate
+from ._aiohttp import (
+    PHASES,
+    TRANSLATION,
+    AiohttpTransport,
+    Phase,
+    Verify,
+    ssl_option,
+    timeout_error,
+    translate,
+)
 from ._protocol import AsyncTransport, TransportRequest, TransportResponse
 
 __all__ = [

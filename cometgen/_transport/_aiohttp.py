@@ -2,7 +2,11 @@
 
 It times each attempt itself with one anyio cancel scope whose deadline follows the phase
 (pool wait, connect, whole attempt), learns the phase from aiohttp's public tracing hooks,
-reads the body with ``resp.read()``, and translates every failure once, here.
+reads the body with ``resp.read()``, and translates every failure once, here
+(``TRANSLATION``: exception class x request phase). The phase decides what a failure means
+for billing: before a connection is held (``pool``, ``connect``) nothing can have reached the
+provider, so the failure is safely retryable; once one is held (``sent``) the provider may
+have received and billed the request: ambiguous. The only module that imports aiohttp.
 """
 
 from __future__ import annotations
@@ -13,18 +17,34 @@ import os
 import ssl
 import urllib.request
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
 
 from .._config import DEFAULT_MAX_CONNECTIONS, Timeouts
-from .._exceptions import ConfigError
-from ._errors import Phase, timeout_error, translate
+from .._exceptions import (
+    ConfigError,
+    ConnectError,
+    ConnectionDroppedError,
+    ConnectTimeout,
+    PoolTimeout,
+    ReadTimeout,
+    TransportError,
+)
 from ._protocol import TransportRequest, TransportResponse
 
-__all__ = ["AiohttpTransport", "Verify", "ssl_option"]
+__all__ = [
+    "PHASES",
+    "TRANSLATION",
+    "AiohttpTransport",
+    "Phase",
+    "Verify",
+    "ssl_option",
+    "timeout_error",
+    "translate",
+]
 
 #: ``True`` (the system's CAs), ``False`` (no verification), a CA bundle path, or a context.
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
@@ -227,3 +247,50 @@ async def _on_connecting(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
     attempt = _attempt_of(ctx)
     if attempt is not None:
         attempt.connecting()
+
+
+# --- aiohttp failures in cometgen's terms -------------------------------------------------
+
+Phase = Literal["pool", "connect", "sent"]
+PHASES: tuple[Phase, ...] = ("pool", "connect", "sent")
+
+_Row = tuple[type[TransportError], type[TransportError], type[TransportError]]
+_DROPPED: _Row = (ConnectError, ConnectError, ConnectionDroppedError)
+_TIMEOUT: _Row = (PoolTimeout, ConnectTimeout, ReadTimeout)
+
+#: Exception class -> the cometgen class in each phase (pool, connect, sent). An exception is
+#: looked up by its MRO, most specific first, so subclasses (``ConnectionTimeoutError``,
+#: ``ClientConnectorCertificateError``, ``ClientHttpProxyError``...) take their parent's row.
+TRANSLATION: dict[type[BaseException], _Row] = {
+    # aiohttp's own timers (off by default: the transport times attempts itself) and ours.
+    aiohttp.ServerTimeoutError: _TIMEOUT,
+    TimeoutError: _TIMEOUT,
+    # Raised while opening a connection (DNS, TCP, TLS, proxy): nothing was sent.
+    aiohttp.ClientConnectorError: (ConnectError, ConnectError, ConnectError),
+    aiohttp.ServerDisconnectedError: _DROPPED,
+    aiohttp.ClientPayloadError: _DROPPED,  # a short or malformed body
+    aiohttp.ClientResponseError: _DROPPED,  # an unparsable answer, a failed proxy CONNECT
+    aiohttp.ClientOSError: _DROPPED,
+    aiohttp.ClientError: _DROPPED,
+    OSError: _DROPPED,  # a socket error outside aiohttp's wrappers
+}
+
+_WHAT = {"pool": "waiting for a pooled connection", "connect": "connecting",
+         "sent": "after sending"}
+
+
+def translate(exc: BaseException, phase: Phase) -> TransportError | None:
+    """The cometgen error for ``exc`` raised in ``phase``; ``None`` if it is not a transport
+    failure (a bug, a cancellation), which must propagate as it is."""
+    for cls in type(exc).__mro__:
+        row = TRANSLATION.get(cls)
+        if row is not None:
+            error = row[PHASES.index(phase)]
+            return error(f"{type(exc).__name__} {_WHAT[phase]}: {exc}")
+    return None
+
+
+def timeout_error(phase: Phase, limit: float | None) -> TransportError:
+    """The error for one of the transport's own deadlines expiring in ``phase``."""
+    cls = _TIMEOUT[PHASES.index(phase)]
+    return cls(f"timed out {_WHAT[phase]} (limit {limit}s)")
