@@ -28,8 +28,9 @@ def test_a_429_pause_shows_its_countdown_and_queued_items_apart() -> None:
     stats = BatchStats(planned=10)
     stats.in_flight = 7  # items taken by workers; 3 of them in an HTTP attempt
     line = status_line(stats, _Gate(paused_until=time.monotonic() + 42.4))
-    assert "429 pause 42s" in line
+    assert "429 pause 43s" in line  # rounded up: never "0s" while the pause is on
     assert "in flight 3/8" in line and "queued 4" in line
+    assert "429 pause 1s" in status_line(stats, _Gate(paused_until=time.monotonic() + 0.3))
     assert "429 pause" not in status_line(stats, _Gate(paused_until=time.monotonic() - 1))
 
 

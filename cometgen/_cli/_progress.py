@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ class _View:
     queued: int
     window: int | None
     rate_limited: int
-    paused_for: float  # seconds left of a 429 pause, 0 when not paused
+    paused_for: int  # whole seconds left of a 429 pause (rounded up), 0 when not paused
 
     @property
     def percent(self) -> float | None:
@@ -65,7 +66,8 @@ def _view(stats: BatchStats, gate: Gate | None) -> _View:
     # Items taken by a worker but not in an HTTP attempt: waiting for the limiter, a retry
     # backoff or their files.
     queued = max(0, stats.in_flight - http)
-    paused = max(0.0, snap.paused_until - time.monotonic()) if snap is not None else 0.0
+    # Rounded up, so a pause that is still on never shows as 0s.
+    paused = math.ceil(max(0.0, snap.paused_until - time.monotonic())) if snap is not None else 0
     return _View(
         finished=stats.finished, total=stats.todo, http=http, queued=queued,
         window=snap.window if snap is not None else None,
@@ -107,7 +109,7 @@ def status_line(stats: BatchStats, gate: Gate | None) -> str:
         f"429s {view.rate_limited}",
     ]
     if view.paused_for > 0:
-        parts.append(f"429 pause {view.paused_for:.0f}s")
+        parts.append(f"429 pause {view.paused_for}s")
     parts += [
         f"retries {stats.retries}",
         f"p50 {p50:.2f}s p95 {p95:.2f}s" if p50 is not None and p95 is not None else "p50 -",
@@ -144,7 +146,7 @@ def _table(stats: BatchStats, gate: Gate | None) -> Table:
         "in flight (HTTP)", f"{view.http}{window}",
         "queued", str(view.queued),
     )
-    pause = f" [yellow](paused {view.paused_for:.0f}s)[/]" if view.paused_for > 0 else ""
+    pause = f" [yellow](paused {view.paused_for}s)[/]" if view.paused_for > 0 else ""
     table.add_row(
         "429s", f"{view.rate_limited}{pause}",
         "retries", str(stats.retries),
