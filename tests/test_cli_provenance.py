@@ -162,6 +162,24 @@ def test_clear_words_for_swapped_paths_and_config_typos(tmp_path: Path) -> None:
     assert typo.returncode == 2 and "did you mean 'concurrency'?" in typo.stderr
 
 
+def test_a_mistyped_option_gets_did_you_mean_and_nothing_runs(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"prompt": "p"}\n')
+    typo = run_cli("run", "in.jsonl", "-o", "out", "--concurency", "4", "--budget=3",
+                   cwd=tmp_path)
+    assert typo.returncode == 2
+    last = typo.stderr.strip().splitlines()[-1]
+    assert last.startswith("cometgen run: error: unrecognized arguments: --concurency 4")
+    assert "--concurency: did you mean --concurrency?" in last
+    assert "--budget" not in last.split("(", 1)[1]  # nothing close: no guess
+    assert not (tmp_path / "out").exists()
+    status = run_cli("status", "out", "--jsn", cwd=tmp_path)
+    assert status.returncode == 2 and "did you mean --json?" in status.stderr
+    top = run_cli("--verison", cwd=tmp_path)
+    assert top.returncode == 2 and "did you mean --version?" in top.stderr
+    stray = run_cli("run", "in.jsonl", "other.jsonl", "-o", "out", cwd=tmp_path)
+    assert stray.returncode == 2 and "unrecognized arguments: other.jsonl" in stray.stderr
+
+
 # -- 11. mock images differ by prompt ----------------------------------------------------
 
 

@@ -7,6 +7,8 @@ the sub-command and sets ``func`` (``(argparse.Namespace) -> int``) as a parser 
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +16,11 @@ from .._version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cometgen`` parser with every sub-command registered."""
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="cometgen",
         description="Bulk image generation with Gemini image models through CometAPI.",
@@ -37,13 +44,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_gallery(sub)
     add_models(sub)
     add_cache(sub)
-    return parser
+    return parser, sub.choices
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """argparse's message for ``extra``, with a "did you mean" for each mistyped option."""
+    # The parser's own help lists its options (argparse has no public API for them).
+    known = {name[2:] for name in re.findall(r"(?<![\w-])--[a-z][\w-]*", parser.format_help())}
+    hints = []
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--"):
+            # Compared without the dashes, which every option shares.
+            close = difflib.get_close_matches(name[2:], sorted(known), n=1)
+            if close:
+                hints.append(f"{name}: did you mean --{close[0]}?")
+    message = "unrecognized arguments: " + " ".join(extra)
+    return f"{message} ({'; '.join(hints)})" if hints else message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, commands = _build()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Reported by the sub-command's parser: its usage line, and its options to suggest.
+        target = commands.get(getattr(args, "command", None) or "", parser)
+        target.error(_unrecognized(target, extra))
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
