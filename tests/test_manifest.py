@@ -101,6 +101,23 @@ async def test_last_record_per_key_wins(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_counting_leaves_the_fingerprints_out(tmp_path: Path) -> None:
+    # A fingerprint string per key was most of a 1M-key folder's state (198 against 92 MB
+    # read back); counts (the run's summary, ``status``) do not need them.
+    async with ManifestWriter(tmp_path) as writer:
+        await writer.write(_rec("a", "done", fingerprint="f" * 20, cost=0.5))
+        await writer.write(_rec("b", "failed", fingerprint="e" * 20, maybe_billed=True))
+    full, lean = load_manifest(tmp_path), load_manifest(tmp_path, fingerprints=False)
+    assert full.fingerprints == {"a": "f" * 20, "b": "e" * 20}
+    assert lean.fingerprints == {}
+    assert lean.latest == full.latest and lean.maybe_billed_keys == full.maybe_billed_keys
+    assert lean.spent == full.spent == 0.5
+    summary = summarize(tmp_path)
+    assert summary["total"] == 2 and summary["done"] == 1 and summary["failed"] == 1
+    assert summary["maybe_billed"] == 1 and summary["cost_usd"] == 0.5
+
+
+@pytest.mark.anyio
 async def test_torn_last_line_is_skipped_and_fixed_by_next_writer(tmp_path: Path) -> None:
     async with ManifestWriter(tmp_path) as writer:
         await writer.write(_rec("a"))

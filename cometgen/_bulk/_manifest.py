@@ -175,8 +175,12 @@ class ManifestState:
         return key in self.latest
 
 
-def load_manifest(out_dir: str | os.PathLike[str]) -> ManifestState:
+def load_manifest(out_dir: str | os.PathLike[str], *, fingerprints: bool = True
+                  ) -> ManifestState:
     """Read ``OUTDIR/manifest.jsonl``; a missing file gives an empty state.
+
+    ``fingerprints=False`` leaves ``state.fingerprints`` empty: counting needs only the
+    statuses, and a fingerprint string per key is the largest part of a big folder's state.
 
     Blocking (about 1M lines/s): from async code use
     ``await anyio.to_thread.run_sync(load_manifest, out_dir)``.
@@ -192,7 +196,7 @@ def load_manifest(out_dir: str | os.PathLike[str]) -> ManifestState:
     corrupt = lines = 0
     spent = 0.0
     endpoints = state.endpoints
-    fingerprints = state.fingerprints
+    kept_fingerprints = state.fingerprints if fingerprints else None
     with open(path, "rb", buffering=1 << 20) as f:
         for line in f:
             lines += 1
@@ -211,8 +215,8 @@ def load_manifest(out_dir: str | os.PathLike[str]) -> ManifestState:
                 spent += rec.cost
             if rec.endpoint is not None:
                 endpoints.add(rec.endpoint)
-            if rec.fingerprint is not None:
-                fingerprints[rec.key] = rec.fingerprint
+            if rec.fingerprint is not None and kept_fingerprints is not None:
+                kept_fingerprints[rec.key] = rec.fingerprint
     state.spent = spent
     state.lines = lines
     state.corrupt_lines = corrupt
@@ -247,7 +251,7 @@ def summarize(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     "maybe_billed", "corrupt_lines", "cost_usd", "endpoint"}``; the counts are of keys,
     ``endpoint`` is "mock", a base URL, several joined by ", ", or None (older folders).
     """
-    state = load_manifest(out_dir)
+    state = load_manifest(out_dir, fingerprints=False)
     return {
         "total": len(state),
         **state.counts(),
