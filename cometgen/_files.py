@@ -54,9 +54,11 @@ T = TypeVar("T")
 #: Name of an in-progress atomic write: ``.{final_name}.{12 lowercase hex}.tmp``.
 TEMP_PATTERN: Final = re.compile(r"\A\..+\.[0-9a-f]{12}\.tmp\Z", re.DOTALL)
 
-#: Worker threads writing files at once, per event loop. One disk gains nothing from
-#: dozens of threads each writing MBs and fsyncing; a few keep it busy.
-_WRITE_THREADS: Final = 4
+#: Worker threads writing files at once, per event loop. A write thread spends most of its
+#: time waiting to take the GIL back between syscalls, not on the disk: with 4, images queued
+#: ~140 ms for a thread in bulk runs and 16 made them ~20 % faster (benchmarks/README.md,
+#: "Session 9"); dozens would only add threads contending for one disk.
+_WRITE_THREADS: Final = 16
 _BUFFER: Final = 1 << 20
 #: fsyncs in flight at once in a group commit (``sync_files``).
 _SYNC_THREADS: Final = 8
