@@ -154,7 +154,7 @@ def write_atomic_sync(
 async def write_atomic(
     path: str | os.PathLike[str], data: bytes, *, fsync: bool = True, digest: bool = True
 ) -> str:
-    """``write_atomic_sync`` in a worker thread (at most a few per event loop).
+    """``write_atomic_sync`` in a worker thread (at most ``_WRITE_THREADS`` per event loop).
 
     Plain anyio worker threads rather than aiofiles: the whole write (create, write, fsync,
     rename) is one thread call, which anyio does not abandon on cancellation. So a
@@ -167,8 +167,8 @@ async def write_atomic(
 
 
 async def in_write_thread(write: Callable[[], T]) -> T:
-    """Run the blocking ``write`` in a worker thread, at most a few per event loop (one
-    disk gains nothing from more), and never abandoned on cancellation (see above)."""
+    """Run the blocking ``write`` in a worker thread, at most ``_WRITE_THREADS`` per event
+    loop, and never abandoned on cancellation (see above)."""
     return await anyio.to_thread.run_sync(write, limiter=_write_limiter())
 
 
