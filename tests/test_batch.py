@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -63,7 +64,7 @@ async def test_results_stream_as_they_complete() -> None:
 
 
 async def test_async_iterable_source_and_bad_lines() -> None:
-    async def source():  # type: ignore[no-untyped-def]
+    async def source() -> AsyncIterator[cometgen.Job | cometgen.InputError]:
         yield cometgen.Job(prompt="ok", id="ok")
         yield cometgen.InputError("unknown field", file="in.jsonl", line=2, field="promt")
 
@@ -151,6 +152,22 @@ async def test_max_cost_stops_dispatching() -> None:
     assert stats.stop_reason == "budget"
     assert 0 < stats.done < 40
     assert stats.cost <= 0.5
+
+
+async def test_planned_is_exact_once_the_input_ends_and_unset_on_a_stop() -> None:
+    async def source() -> AsyncIterator[cometgen.Job | cometgen.InputError]:
+        yield cometgen.Job(prompt="three foxes", id="fox", n=3)
+        yield cometgen.InputError("bad JSON", file="in.jsonl", line=2)
+        yield cometgen.Job(prompt="a cat", id="cat")
+
+    async with MockServer() as server, client_for(server) as client:
+        async with cometgen.Batch(client, concurrency=2) as batch:
+            stats = await batch.run_all(source())
+        assert (stats.planned, stats.todo, stats.finished) == (5, 5, 5)
+        jobs = [cometgen.Job(prompt=f"p{i}", id=f"p{i}") for i in range(40)]
+        async with cometgen.Batch(client, concurrency=2, max_cost=0.5) as batch:
+            stats = await batch.run_all(jobs)
+        assert stats.stop_reason == "budget" and stats.planned is None
 
 
 async def test_shards_partition_keys() -> None:

@@ -457,3 +457,15 @@ _fields = st.sampled_from(["prompt", "id", "model", "aspect_ratio", "image_size"
 @given(st.lists(st.dictionaries(_fields, _json, max_size=5), max_size=5))
 def test_arbitrary_json_objects_never_raise(objs: list[dict[str, Any]]) -> None:
     _read_anything("fuzz.jsonl", jsonl(*objs).encode())
+
+
+def test_the_progress_estimate_skips_blank_lines_comments_and_the_csv_header(
+    tmp_path: Path,
+) -> None:
+    from cometgen._cli._dry_run import count_lines
+
+    assert count_lines(str(write(tmp_path / "in.txt", "a\n\n  # note\nb\n   \nc"))) == 3
+    jsonl = write(tmp_path / "in.jsonl", '{"prompt": "a"}\n\n# x\n{"prompt": "b"}\n')
+    assert count_lines(str(jsonl)) == 2
+    assert count_lines(str(write(tmp_path / "in.csv", "prompt\n#1\n\nb\n"))) == 2
+    assert count_lines(str(write(tmp_path / "empty.csv", ""))) == 0

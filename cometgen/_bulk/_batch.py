@@ -258,11 +258,13 @@ class Batch:
         work: MemoryObjectSendStream[WorkItem],
         out: MemoryObjectSendStream[Outcome],
     ) -> None:
+        seen = 0  # items read: the exact ``stats.planned`` once the input ends
         async with work, out, aclosing(iter_jobs(jobs, self._stopping)) as entries:
             async for entry in entries:
                 if self._stopping.is_set():
                     break
                 if isinstance(entry, InputError):
+                    seen += 1
                     await self._bad_line(entry, None, out)
                     continue
                 try:
@@ -277,8 +279,10 @@ class Batch:
                         default_service_tier=self.service_tier,
                     )
                 except InputError as exc:
+                    seen += 1
                     await self._bad_line(exc, entry, out)
                     continue
+                seen += len(items)
                 for item in items:
                     if not self._admission.admit(item):
                         continue
@@ -288,6 +292,8 @@ class Batch:
                     await work.send(item)
                 if self._stopping.is_set():
                     break
+        if not self._stopping.is_set():
+            self.stats.planned = seen
 
     async def _bad_line(
         self, error: InputError, job: Job | None, out: MemoryObjectSendStream[Outcome]

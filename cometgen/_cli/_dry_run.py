@@ -19,17 +19,17 @@ __all__ = ["count_lines", "dry_run"]
 
 
 def count_lines(path: str) -> int:
+    """The items a run of ``path`` will likely read: its lines without blank lines, ``#``
+    comments (JSONL, text) and a CSV header. An estimate for the progress bar until the input
+    ends (a job's ``n``, quoted newlines in CSV); the batch then sets the exact count."""
+    csv = path.lower().endswith(".csv")
     count = 0
-    last = b"\n"
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    if last != b"\n":
-        count += 1
-    if path.endswith(".csv"):
-        count = max(0, count - 1)
-    return count
+        for line in f:
+            stripped = line.strip()
+            if stripped and (csv or not stripped.startswith(b"#")):
+                count += 1
+    return max(0, count - 1) if csv else count
 
 
 def dry_run(args: argparse.Namespace, settings: RunSettings, shard: tuple[int, int] | None,

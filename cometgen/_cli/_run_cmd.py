@@ -272,9 +272,9 @@ async def _run_async(
                 if args.input != "-":
                     # Progress counts this run's work (BatchStats.todo): what earlier runs
                     # finished is taken out as the skips are counted.
-                    batch.stats.planned = await anyio.to_thread.run_sync(
-                        count_lines, args.input
-                    )
+                    planned = await anyio.to_thread.run_sync(count_lines, args.input)
+                    if batch.stats.planned is None:  # else the input ended: the exact count
+                        batch.stats.planned = planned
 
             tg.start_soon(watch_signals)
             tg.start_soon(count_planned)
