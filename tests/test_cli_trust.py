@@ -197,7 +197,9 @@ def test_no_network_halts_after_a_few_items(tmp_path: Path) -> None:
     assert not [r for r in records(tmp_path / "out") if r["status"] == "failed"]
 
 
-def test_connect_failures_too_few_to_halt_are_recorded_failed(tmp_path: Path) -> None:
+def test_connect_failures_too_few_to_halt_are_recorded_failed_and_a_rerun_sends_them(
+    tmp_path: Path, mock: ThreadedMockServer
+) -> None:
     # Two items, nobody listening: fewer than the 3 in a row that halt the run.
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"u{i}", "prompt": f"u{i}"}
                                               for i in range(2)])
@@ -215,6 +217,11 @@ def test_connect_failures_too_few_to_halt_are_recorded_failed(tmp_path: Path) ->
         assert rec["error_type"] == "ConnectError" and "connect" in str(rec["reason"])
     status = run_cli("status", str(out), "--json")
     assert status.returncode == 1 and json.loads(status.stdout)["failed"] == 2
+    # Nothing reached the endpoint: a plain rerun sends them, no --retry-failed needed.
+    again = run_cli("run", str(src), "-o", str(out), "--json", *remote(mock))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["done"] == 2 and mock.stats.requests == 2
+    assert {r["status"] for r in latest(out).values()} == {"done"}
 
 
 def test_a_connect_failure_between_successes_is_recorded_and_status_agrees(tmp_path: Path

@@ -445,3 +445,25 @@ async def test_kill_9_leaves_a_consistent_folder(tmp_path: Path) -> None:
     async with ManifestWriter(tmp_path) as writer:  # resumes on a fresh line
         await writer.write(_rec("after"))
     assert load_manifest(tmp_path).status("after") == "done"
+
+
+def test_a_failure_no_request_left_for_is_resent_without_retry_failed(tmp_path: Path) -> None:
+    lines = [
+        {"key": "conn", "status": "failed", "error_type": "ConnectError"},
+        {"key": "pool", "status": "failed", "error_type": "PoolTimeout"},
+        # Sent and maybe billed before the connect failure: only with retry_failed.
+        {"key": "billed", "status": "failed", "error_type": "ConnectError",
+         "maybe_billed": True},
+        {"key": "http", "status": "failed", "error_type": "ServerError"},
+        {"key": "later", "status": "failed", "error_type": "ConnectError"},
+        {"key": "later", "status": "failed", "error_type": "ReadTimeout"},
+        {"key": "fixed", "status": "failed", "error_type": "ConnectTimeout"},
+        {"key": "fixed", "status": "done"},
+    ]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    state = load_manifest(tmp_path)
+    assert state.never_sent == {"conn", "pool"}
+    sent = {k for k in state.latest if should_send(state, k, retry_failed=False)}
+    assert sent == {"conn", "pool"}
+    assert {k for k in state.latest if should_send(state, k, retry_failed=True)} == {
+        "conn", "pool", "billed", "http", "later"}

@@ -23,6 +23,7 @@ from .._exceptions import OutputLockedError
 __all__ = [
     "MANIFEST_NAME",
     "METADATA_NAME",
+    "NEVER_SENT_ERRORS",
     "STATUSES",
     "STATUS_BLOCKED",
     "STATUS_DONE",
@@ -49,6 +50,9 @@ STATUS_FAILED: Final = "failed"
 STATUSES: Final = (STATUS_DONE, STATUS_BLOCKED, STATUS_NO_IMAGE, STATUS_FAILED)
 # Decoded status strings are swapped for these constants: 1M keys share 4 str objects.
 _INTERN: Final = {s: s for s in STATUSES}
+#: ``error_type``s of failures no request left for (the endpoint was never reached): a rerun
+#: resends such an item without ``retry_failed``, as nothing was sent or paid.
+NEVER_SENT_ERRORS: Final = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
 
 
 class FileRecord(Struct, frozen=True, kw_only=True):
@@ -101,6 +105,7 @@ class _Lite(Struct, gc=False):
     key: str
     status: str
     maybe_billed: bool = False
+    error_type: str | None = None
     cost: float | None = None
     endpoint: str | None = None
     fingerprint: str | None = None
@@ -128,8 +133,8 @@ class ManifestState:
     """
 
     __slots__ = (
-        "_billed", "corrupt_lines", "endpoints", "fingerprints", "latest", "lines", "path",
-        "spent",
+        "_billed", "corrupt_lines", "endpoints", "fingerprints", "latest", "lines", "never_sent",
+        "path", "spent",
     )
 
     def __init__(self, path: str) -> None:
@@ -147,6 +152,8 @@ class ManifestState:
         self.endpoints: set[str] = set()
         #: key -> request fingerprint of its last record, for records that carry one
         self.fingerprints: dict[str, str] = {}
+        #: Keys whose last record is a failure no request left for (``NEVER_SENT_ERRORS``)
+        self.never_sent: set[str] = set()
 
     def status(self, key: str) -> str | None:
         """The status of ``key``'s last record, or None if the key never finished."""
@@ -191,6 +198,7 @@ def load_manifest(out_dir: str | os.PathLike[str], *, fingerprints: bool = True
         return state
     latest = state.latest
     billed = state._billed
+    never_sent = state.never_sent
     intern = _INTERN.get
     decode = _lite_decoder.decode
     corrupt = lines = 0
@@ -211,6 +219,10 @@ def load_manifest(out_dir: str | os.PathLike[str], *, fingerprints: bool = True
                 billed.add(rec.key)
             elif billed:
                 billed.discard(rec.key)
+            if rec.error_type in NEVER_SENT_ERRORS and not rec.maybe_billed:
+                never_sent.add(rec.key)
+            elif never_sent:
+                never_sent.discard(rec.key)
             if rec.cost:
                 spent += rec.cost
             if rec.endpoint is not None:
@@ -233,6 +245,7 @@ def should_send(state: ManifestState, key: str, *, retry_failed: bool) -> bool:
     ``done``                        never
     ``blocked`` / ``no_image``      never: a final answer of the model (possibly billed);
                                     rerun it by removing its lines or using a new OUTDIR
+    ``failed``, never sent          yes: no request reached the endpoint (``never_sent``)
     ``failed`` (or unknown status)  only with ``retry_failed``
     ==============================  =========================
     """
@@ -241,7 +254,7 @@ def should_send(state: ManifestState, key: str, *, retry_failed: bool) -> bool:
         return True
     if status in (STATUS_DONE, STATUS_BLOCKED, STATUS_NO_IMAGE):
         return False
-    return retry_failed
+    return retry_failed or key in state.never_sent
 
 
 def summarize(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
