@@ -469,3 +469,5 @@ def test_the_progress_estimate_skips_blank_lines_comments_and_the_csv_header(
     assert count_lines(str(jsonl)) == 2
     assert count_lines(str(write(tmp_path / "in.csv", "prompt\n#1\n\nb\n"))) == 2
     assert count_lines(str(write(tmp_path / "empty.csv", ""))) == 0
+    long = write(tmp_path / "long.txt", "x" * 300_000 + "\n" + "#" + "y" * 200_000 + "\nz")
+    assert count_lines(str(long)) == 2
