@@ -40,6 +40,7 @@ __all__ = [
     "image_file_name",
     "image_path",
     "in_write_thread",
+    "is_relative_inside",
     "is_temp_name",
     "make_dirs",
     "safe_stem",
@@ -310,6 +311,13 @@ def image_path(
         bucket = _short_hash(key, 4)
         folder = f"h{bucket[:2]}/{bucket[2:]}"
     return f"{IMAGES_DIR}/{folder}/{name}"
+
+
+def is_relative_inside(path: str) -> bool:
+    """Whether ``path`` (as a manifest records it) is a plain relative ``/`` path that stays
+    inside OUTDIR: no leading ``/``, backslash, NUL, empty, ``.`` or ``..`` part."""
+    return bool(path) and not path.startswith("/") and "\\" not in path and "\x00" not in path \
+        and all(part not in ("", ".", "..") for part in path.split("/"))
 
 
 def make_dirs(root: str | os.PathLike[str], rel_dir: str) -> None:

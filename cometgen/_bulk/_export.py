@@ -23,7 +23,13 @@ from typing import Any, BinaryIO, Final, Literal
 import msgspec
 
 from .._exceptions import ConfigError
-from .._files import atomic_write, cleanup_temp_files, extension_for, write_atomic_sync
+from .._files import (
+    atomic_write,
+    cleanup_temp_files,
+    extension_for,
+    is_relative_inside,
+    write_atomic_sync,
+)
 from ._dataset_card import card_text
 from ._export_formats import (
     USAGE_FIELDS,
@@ -175,11 +181,6 @@ def _load_state(path: str) -> dict[str, _Done]:
     return done
 
 
-def _safe_path(path: str) -> bool:
-    return bool(path) and not path.startswith("/") and "\\" not in path and "\x00" not in path \
-        and all(part not in ("", ".", "..") for part in path.split("/"))
-
-
 def _meta_values(metadata: Any, types: dict[str, str]) -> dict[str, Any]:
     values = metadata_columns(metadata)
     out: dict[str, Any] = {}
@@ -276,7 +277,8 @@ def export_dataset(
                 continue
             several = len(rec.files) > 1
             for i, file in enumerate(rec.files):
-                if not _safe_path(file.path) or not os.path.isfile(os.path.join(root, file.path)):
+                path = os.path.join(root, file.path)
+                if not is_relative_inside(file.path) or not os.path.isfile(path):
                     report.missing_files += 1
                     continue
                 data.add(Row(_done_columns(rec, file, meta), path=file.path,

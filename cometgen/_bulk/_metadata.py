@@ -9,7 +9,7 @@ from typing import Any, Final
 import msgspec
 from msgspec import Struct
 
-from .._files import atomic_write
+from .._files import atomic_write, is_relative_inside
 from ._manifest import MANIFEST_NAME, METADATA_NAME, STATUS_DONE, _lite_decoder
 
 __all__ = ["write_metadata_jsonl"]
@@ -145,12 +145,4 @@ def _extra_columns(metadata: Any) -> dict[str, Any]:
 def _exists(root: str, path: str) -> bool:
     # A stat per file: about as fast as listing each folder once, without holding a
     # million names in memory at the end of a big run.
-    if (
-        not path
-        or path.startswith("/")
-        or "\\" in path
-        or "\x00" in path
-        or any(part in ("", ".", "..") for part in path.split("/"))
-    ):
-        return False  # not a plain relative path inside OUTDIR
-    return os.path.isfile(os.path.join(root, path))
+    return is_relative_inside(path) and os.path.isfile(os.path.join(root, path))
