@@ -49,3 +49,12 @@ async def test_record_broken_skips_items_no_longer_done(tmp_path: Path) -> None:
     assert await record_broken(tmp_path, report) == 0
     assert (tmp_path / "images/b.png").exists()
     assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 2
+
+
+def test_progress_reports_the_files_checked_so_far(tmp_path: Path) -> None:
+    lines = [{"key": f"k{i}", "status": "done", "files": [_file(tmp_path, f"i/{i}.png", b"%d" % i)]}
+             for i in range(600)]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    seen: list[int] = []
+    report = verify_folder(tmp_path, progress=lambda so_far: seen.append(so_far.files))
+    assert report.ok and report.files == 600 and seen == [256, 512]

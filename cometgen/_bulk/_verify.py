@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -73,12 +73,15 @@ class VerifyReport:
         return sum(p.problem.startswith(problem) for p in self.problems)
 
 
-def verify_folder(out_dir: str | os.PathLike[str]) -> VerifyReport:
+def verify_folder(
+    out_dir: str | os.PathLike[str], *, progress: Callable[[VerifyReport], None] | None = None
+) -> VerifyReport:
     """Check every image file named by a ``done`` record (the latest of its key) in
     ``OUTDIR/manifest.jsonl``: present, of the recorded size, with the recorded sha256.
 
     Streams the manifest and hashes a few files at once; memory is the manifest scan's
-    (the keys that have several records) plus the problems found. Blocking.
+    (the keys that have several records) plus the problems found. ``progress`` is called
+    with the report so far after every few hundred files. Blocking.
     """
     root = os.fspath(out_dir)
     report = VerifyReport()
@@ -89,6 +92,8 @@ def verify_folder(out_dir: str | os.PathLike[str]) -> VerifyReport:
             if len(batch) >= _ROUND:
                 _check(pool, root, batch, report)
                 batch = []
+                if progress is not None:
+                    progress(report)
         _check(pool, root, batch, report)
     return report
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,7 +52,7 @@ def status(args: argparse.Namespace) -> int:
         err(f"{args.out_dir}: no manifest.jsonl here")
         return EXIT_USAGE
     try:
-        report = verify_folder(out) if args.verify else None
+        report = verify_folder(out, progress=_Progress()) if args.verify else None
         fixed = anyio.run(record_broken, out, report) if report and args.fix else 0
         summary = summarize(out)
     except (OSError, CometgenError) as exc:
@@ -74,6 +76,21 @@ def status(args: argparse.Namespace) -> int:
     sound = report is None or report.ok
     return EXIT_OK if final == summary["total"] and not unfinished and sound \
         else EXIT_SOME_FAILED
+
+
+class _Progress:
+    """A line on stderr every ``_EVERY_S`` while a long verify runs (silent when short)."""
+
+    _EVERY_S: Final = 10.0
+
+    def __init__(self) -> None:
+        self._next = time.monotonic() + self._EVERY_S
+
+    def __call__(self, report: VerifyReport) -> None:
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + self._EVERY_S
+            print(f"cometgen: verifying: {report.files} image file(s) checked, "
+                  f"{len(report.problems)} problem(s) so far", file=sys.stderr, flush=True)
 
 
 def _print_verify(report: VerifyReport, fixed: int) -> None:
