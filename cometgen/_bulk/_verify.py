@@ -68,9 +68,15 @@ class VerifyReport:
         """Keys with at least one problem file, in manifest order, each once."""
         return list(dict.fromkeys(p.key for p in self.problems))
 
-    def count(self, problem: str) -> int:
-        """Problem files whose ``problem`` starts with ``problem`` (e.g. ``"missing"``)."""
-        return sum(p.problem.startswith(problem) for p in self.problems)
+    @property
+    def missing(self) -> int:
+        """Problem files that are not there."""
+        return sum(p.problem == "missing" for p in self.problems)
+
+    @property
+    def damaged(self) -> int:
+        """Problem files that are there but not as recorded (size, sha256, unreadable)."""
+        return len(self.problems) - self.missing
 
 
 def verify_folder(

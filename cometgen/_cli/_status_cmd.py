@@ -95,8 +95,7 @@ class _Progress:
 
 def _print_verify(report: VerifyReport, fixed: int) -> None:
     print(f"verified: {report.files} image file(s), {report.bytes / 1e6:.1f} MB: "
-          f"{report.count('missing')} missing, "
-          f"{len(report.problems) - report.count('missing')} damaged")
+          f"{report.missing} missing, {report.damaged} damaged")
     for problem in report.problems[:_LISTED]:
         print(f"  {problem.path}: {problem.problem} (item {problem.key})")
     if len(report.problems) > _LISTED:
@@ -112,8 +111,7 @@ def _print_verify(report: VerifyReport, fixed: int) -> None:
 def _verify_json(report: VerifyReport, fixed: int) -> dict[str, Any]:
     return {
         "files": report.files, "bytes": report.bytes, "ok": report.ok,
-        "missing": report.count("missing"),
-        "damaged": len(report.problems) - report.count("missing"),
+        "missing": report.missing, "damaged": report.damaged,
         "problems": [{"key": p.key, "path": p.path, "problem": p.problem}
                      for p in report.problems],
         "fixed": fixed,
