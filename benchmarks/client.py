@@ -294,6 +294,7 @@ async def _main(args: argparse.Namespace, out: str) -> dict[str, Any]:
         "proc_cpu_s": round(proc_cpu, 2),
         "user_ms_per_image": round(user * 1000 / max(images, 1), 2),
         "sys_ms_per_image": round(system * 1000 / max(images, 1), 2),
+        "minflt_per_image": round((ru1.ru_minflt - ru0.ru_minflt) / max(images, 1)),
         "threads_max": _threads_max,
         "server_cpu_ms_per_request": round(srv * 1000 / args.n, 2) if args.server_pid else None,
         "other_load_cores": round(others / wall, 2) if wall else 0.0,
