@@ -217,7 +217,9 @@ async def test_a_cancelled_batch_raises_the_cancellation_not_broken_streams(
                     assert (tmp_path / f"out{stop_after}" / file["path"]).is_file()
 
 
-def test_duplicate_keys_are_generated_once_even_with_odd_keys() -> None:
+def test_duplicate_keys_are_generated_once_even_with_odd_keys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Moved from the KeySet tests: dedupe must treat "", lone surrogates and non-ASCII keys
     # as ordinary distinct keys.
     from cometgen._bulk._admission import Admission
@@ -228,8 +230,12 @@ def test_duplicate_keys_are_generated_once_even_with_odd_keys() -> None:
     admission = Admission(stats, shard=None, retry_failed=False)
     ids = ["a", "\udc80 lone surrogate", "é", "e\u0301", "a"]
     items = [expand(Job(prompt="p", id=i), default_model="m")[0] for i in ids]
-    assert [admission.admit(item) for item in items] == [True, True, True, True, False]
+    with caplog.at_level("WARNING", logger="cometgen"):
+        assert [admission.admit(item) for item in items] == [True, True, True, True, False]
     assert stats.duplicates == 1
+    # The warning says what happened to the line: it was not generated.
+    assert [r.getMessage() for r in caplog.records] == [
+        "duplicate key 'a': skipped, an earlier job has this key"]
 
 
 def test_now_iso_matches_datetime() -> None:

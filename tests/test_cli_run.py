@@ -89,6 +89,7 @@ def test_mixed_input_every_line_accounted(tmp_path: Path, mock: ThreadedMockServ
             ambiguous.add(f"L{i}")
     summary = json.loads(proc.stdout)
     assert summary["duplicates"] == 1
+    assert "duplicate key 'L1' (line 207): skipped, an earlier job has this key" in proc.stderr
     assert set(summary["maybe_billed_keys"]) >= ambiguous
     assert len(recs) == 200 + len(bad) + 1
     assert "mixed.jsonl:202: field 'promt'" in proc.stderr

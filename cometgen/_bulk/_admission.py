@@ -22,6 +22,11 @@ def shard_of(key: str, count: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % count
 
 
+def _where(item: WorkItem) -> str:
+    """`` (line N)`` for a job read from an input file, nothing for one built in code."""
+    return "" if item.job.line is None else f" (line {item.job.line})"
+
+
 class Admission:
     """Filters keys: seen before in this run, another shard's, or already finished."""
 
@@ -49,7 +54,8 @@ class Admission:
         """Whether to send ``item``; counts what it drops."""
         if item.key in self._seen:
             self.stats.duplicates += 1
-            logger.warning("duplicate key %r (line %s): generated once", item.key, item.job.line)
+            logger.warning("duplicate key %r%s: skipped, an earlier job has this key",
+                           item.key, _where(item))
             return False
         state = self.state
         if state is not None and changed_request(state, item):
@@ -57,8 +63,8 @@ class Admission:
             if self.regenerate_changed:
                 return self._first_seen(item.key, retry_failed=True, resend=True)
             self.stats.changed += 1
-            logger.warning("%r (line %s) was done for a different request: skipped (pass "
-                           "--regenerate-changed to generate it again)", item.key, item.job.line)
+            logger.warning("%r%s was done for a different request: skipped (pass "
+                           "--regenerate-changed to generate it again)", item.key, _where(item))
             return False
         # Folders from before stable keys named the first of n > 1 images "id-0".
         legacy = legacy_first_key(item)
