@@ -42,6 +42,24 @@ def test_readme_quick_start_on_embedded_mock(tmp_path: Path) -> None:
     assert summary["skipped"] == 11 and summary["done"] == 0
 
 
+def test_resume_reports_adopted_images(tmp_path: Path, mock: ThreadedMockServer) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"a{i}", "prompt": f"p {i}"}
+                                              for i in range(3)])
+    out = tmp_path / "out"
+    assert run_cli("run", str(src), "-o", str(out), *remote(mock)).returncode == 0
+    # As after kill -9 between the image's rename and its record's flush.
+    manifest = out / "manifest.jsonl"
+    manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[:-1]))
+    sent = mock.stats.requests
+    proc = run_cli("run", str(src), "-o", str(out), "--json", *remote(mock))
+    assert proc.returncode == 0, proc.stderr
+    assert mock.stats.requests == sent  # nothing paid again
+    summary = json.loads(proc.stdout)
+    assert (summary["done"], summary["adopted"], summary["skipped"]) == (1, 1, 2)
+    assert ("done 1 (1 adopted: images an interrupted run wrote, not sent again), failed 0"
+            in proc.stderr)
+
+
 def test_mixed_input_every_line_accounted(tmp_path: Path, mock: ThreadedMockServer) -> None:
     ref = tmp_path / "ref.png"
     ref.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)

@@ -189,6 +189,7 @@ async def test_resume_does_not_adopt_an_empty_or_torn_image(tmp_path: Path) -> N
         async with cometgen.Batch(client, out_dir=tmp_path, concurrency=3) as batch:
             await batch.run_all(jobs)
         assert server.stats.requests == 2
+        assert (batch.stats.adopted, batch.stats.done) == (1, 3)
     recs = {r["key"]: r for r in map(json.loads, (tmp_path / MANIFEST_NAME).read_text()
                                       .splitlines())}
     assert "adopted" in recs["whole"]["reason"]

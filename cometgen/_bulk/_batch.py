@@ -29,7 +29,7 @@ from ._admission import Admission, Budget, shard_of
 from ._halt import HaltDetector, Halted, current_trace, with_gate
 from ._item_runner import ItemRunner, now_iso
 from ._job import Job, WorkItem, expand, image_hashes
-from ._manifest import ManifestRecord, ManifestState, load_manifest
+from ._manifest import ADOPTED_REASON, ManifestRecord, ManifestState, load_manifest
 from ._manifest_writer import ManifestWriter
 from ._metadata import write_metadata_jsonl
 from ._outcomes import Done, Failed, Outcome, shed
@@ -391,8 +391,8 @@ class Batch:
         n_images = (len(outcome.files) or len(outcome.images)) if isinstance(outcome, Done) else 0
         if isinstance(outcome, Failed) and shed(outcome, self.service_tier):
             self.stats.shed += 1
-        elif record is not None and record.cached:
-            self.stats.cached += 1
+        elif record is not None:  # answered without a request: cached, or adopted
+            self.stats.count_unsent(record.cached, record.reason == ADOPTED_REASON)
         self.stats.record(
             outcome.status, attempts=outcome.attempts, maybe_billed=outcome.maybe_billed,
             latency=outcome.latency, cost=outcome.cost, images=n_images, key=outcome.key,

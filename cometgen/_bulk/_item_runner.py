@@ -19,7 +19,7 @@ from .._request import build_request, image_part
 from .._result import GenerateResult
 from ._halt import Halted
 from ._job import WorkItem
-from ._manifest import FileRecord, ManifestRecord
+from ._manifest import ADOPTED_REASON, FileRecord, ManifestRecord
 from ._outcomes import Blocked, Done, Failed, NoImage, Outcome
 from ._pricing import PriceTable
 
@@ -150,7 +150,7 @@ class ItemRunner:
                 return None
             sha = hashlib.sha256(data).hexdigest()
             files = [FileRecord(path=name, sha256=sha, mime_type=mime, bytes=len(data))]
-            reason = "adopted an image written before an interruption (not sent again)"
+            reason = ADOPTED_REASON
             logger.info("%s: %s", item.key, reason)
             job = item.job
             return (

@@ -21,6 +21,7 @@ from msgspec import Struct
 from .._exceptions import OutputLockedError
 
 __all__ = [
+    "ADOPTED_REASON",
     "MANIFEST_NAME",
     "METADATA_NAME",
     "NEVER_SENT_ERRORS",
@@ -62,6 +63,10 @@ class FileRecord(Struct, frozen=True, kw_only=True):
     sha256: str
     mime_type: str
     bytes: int
+
+
+#: The ``reason`` of a ``done`` record whose image an interrupted run left on disk unrecorded.
+ADOPTED_REASON: Final = "adopted an image written before an interruption (not sent again)"
 
 
 class ManifestRecord(Struct, kw_only=True, omit_defaults=True):

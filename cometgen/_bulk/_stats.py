@@ -39,6 +39,8 @@ class BatchStats:
     shed: int = 0
     #: Items answered from the cross-run cache (not sent, cost 0).
     cached: int = 0
+    #: Items done with an image an interrupted run left on disk unrecorded (not sent again).
+    adopted: int = 0
     #: Keys of this run's items that may have been billed without a result (first 1,000).
     maybe_billed_keys: list[str] = field(default_factory=list)
     cost: float = 0.0
@@ -131,6 +133,11 @@ class BatchStats:
             return None
         return self.cost / self.finished * self.todo
 
+    def count_unsent(self, cached: bool, adopted: bool) -> None:
+        """Counts an item answered without a request: from the cache, or adopted."""
+        self.cached += cached
+        self.adopted += adopted
+
     def as_dict(self) -> dict[str, Any]:
         p50, p95 = self.latency_percentiles()
         return {
@@ -149,6 +156,7 @@ class BatchStats:
             "maybe_billed": self.maybe_billed,
             "shed": self.shed,
             "cached": self.cached,
+            "adopted": self.adopted,
             "cost_usd": round(self.cost, 6),
             "folder_cost_usd": round(self.prior_cost + self.cost, 6),
             "elapsed_s": round(self.elapsed(), 3),

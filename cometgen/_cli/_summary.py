@@ -92,7 +92,10 @@ def finish(
     if not args.quiet:
         folder = summary.get("folder") or {}
         lines += [
-            f"cometgen: done {summary['done']}, failed {summary['failed']}, "
+            f"cometgen: done {summary['done']}"
+            + (f" ({summary['adopted']} adopted: images an interrupted run wrote, not sent "
+               "again)" if summary.get("adopted") else "")
+            + f", failed {summary['failed']}, "
             f"blocked {summary['blocked']}, no image {summary['no_image']}"
             + (f", skipped {summary['skipped']} (done earlier)" if summary["skipped"] else "")
             + (f", skipped {summary['skipped_failed']} (failed earlier; --retry-failed "
