@@ -392,7 +392,7 @@ class Batch:
         if isinstance(outcome, Failed) and shed(outcome, self.service_tier):
             self.stats.shed += 1
         elif record is not None:  # answered without a request: cached, or adopted
-            self.stats.count_unsent(record.cached, record.reason == ADOPTED_REASON)
+            self.stats.count_unsent(cached=record.cached, adopted=record.reason == ADOPTED_REASON)
         self.stats.record(
             outcome.status, attempts=outcome.attempts, maybe_billed=outcome.maybe_billed,
             latency=outcome.latency, cost=outcome.cost, images=n_images, key=outcome.key,

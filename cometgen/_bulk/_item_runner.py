@@ -150,17 +150,16 @@ class ItemRunner:
                 return None
             sha = hashlib.sha256(data).hexdigest()
             files = [FileRecord(path=name, sha256=sha, mime_type=mime, bytes=len(data))]
-            reason = ADOPTED_REASON
-            logger.info("%s: %s", item.key, reason)
+            logger.info("%s: %s", item.key, ADOPTED_REASON)
             job = item.job
             return (
                 Done(key=item.key, job=job, index=item.index, model=item.model,
                      files=files, maybe_billed=True),
                 ManifestRecord(
-                    key=item.key, id=job.id, status="done", reason=reason, files=files,
-                    model=item.model, prompt=job.prompt, index=item.index, line=job.line,
-                    aspect_ratio=item.aspect_ratio, image_size=item.image_size, seed=job.seed,
-                    maybe_billed=True, started_at=started_at, finished_at=now_iso(),
+                    key=item.key, id=job.id, status="done", reason=ADOPTED_REASON,
+                    files=files, model=item.model, prompt=job.prompt, index=item.index,
+                    line=job.line, aspect_ratio=item.aspect_ratio, image_size=item.image_size,
+                    seed=job.seed, maybe_billed=True, started_at=started_at, finished_at=now_iso(),
                     metadata=job.metadata,
                 ),
             )

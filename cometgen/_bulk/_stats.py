@@ -133,7 +133,7 @@ class BatchStats:
             return None
         return self.cost / self.finished * self.todo
 
-    def count_unsent(self, cached: bool, adopted: bool) -> None:
+    def count_unsent(self, *, cached: bool, adopted: bool) -> None:
         """Counts an item answered without a request: from the cache, or adopted."""
         self.cached += cached
         self.adopted += adopted
