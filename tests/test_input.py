@@ -130,6 +130,7 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path: Path, refs: Path) -> No
         '"just a string"',                                                # 22
         "[" * 5000 + "]" * 5000,                                          # 23
         {"prompt": "ok"},                                                 # 24
+        "a red fox on a hill",                                            # 25
     ))
     entries = read(path)
     p, refs_dir = str(path), str(refs)
@@ -161,6 +162,8 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path: Path, refs: Path) -> No
         f"{p}:21: expected a JSON object, got array",
         f"{p}:22: expected a JSON object, got string",
         f"{p}:23: invalid JSON: nested too deeply",
+        f'{p}:25: not JSON: a JSONL line is one object such as {{"prompt": "a red fox"}} '
+        "(plain prompts, one a line, go in a .txt file)",
     ]
     assert [(j.prompt, j.line) for j in jobs(entries)] == [("ok", 24)]
     first = entries[0]

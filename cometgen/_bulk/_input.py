@@ -125,6 +125,12 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
+#: What a JSON value can start with; a line starting otherwise is likely a plain prompt.
+_JSON_STARTS: Final = frozenset(b'{["-0123456789tfn"')
+_NOT_JSON: Final = ('not JSON: a JSONL line is one object such as {"prompt": "a red fox"} '
+                    "(plain prompts, one a line, go in a .txt file)")
+
+
 def _read_jsonl(
     f: IO[bytes], file: str, base: str, default_model: str, *, close: bool = True
 ) -> Iterator[Job | InputError]:
@@ -148,7 +154,7 @@ def _read_jsonl(
                 # msgspec >= 0.23 reports bad UTF-8 as a DecodeError, earlier ones raised
                 # UnicodeDecodeError: the same message either way.
                 reason = "line is not valid UTF-8" if not _is_utf8(stripped) else (
-                    f"invalid JSON: {exc}")
+                    f"invalid JSON: {exc}" if stripped[0] in _JSON_STARTS else _NOT_JSON)
                 yield InputError(reason, file=file, line=lineno)
                 continue
             if not isinstance(obj, dict):
