@@ -127,6 +127,9 @@ def test_image_writes_fail_on_a_full_disk_then_rerun_completes(
         assert full.returncode == 1, full.stderr
         assert "Traceback" not in full.stderr
         assert "stopped early: disk" in full.stderr
+        assert "(not resent)" not in full.stderr  # a lost failed record is resent
+        if "may have been billed" in full.stderr:
+            assert "a rerun sends again any whose failure could not be recorded" in full.stderr
         _assert_valid_manifest(out)
         view = read_manifest(out)
         on_disk = {p.stem for p in scan_out_dir(out)[0]}

@@ -122,8 +122,12 @@ def finish(
                          "manifest")
         if maybe_billed:
             shown = ", ".join(maybe_billed[:10]) + (" ..." if len(maybe_billed) > 10 else "")
+            # A full disk may also have kept their failed records from the manifest, and an
+            # item without a record is sent again: "not resent" would then be untrue.
+            after = ("the disk filled: a rerun sends again any whose failure could not be "
+                     "recorded" if stop == "disk" else "not resent")
             lines.append(f"cometgen: {len(maybe_billed)} item(s) may have been billed without "
-                         f"a result (not resent): {shown}")
+                         f"a result ({after}): {shown}")
     # Even with --quiet: a pipeline must be able to tell why a run stopped.
     line = stop_line(stop, summary)
     if line is not None:
