@@ -116,7 +116,18 @@ def resolve_api_key(api_key: str | None) -> Secret:
             f"no API key: pass api_key=... or set {API_KEY_ENV} "
             "(or run against the built-in mock server: cometgen.testing.MockServer)"
         )
+    check_api_key(key, "api_key" if api_key is not None else f"${API_KEY_ENV}")
     return Secret(key)
+
+
+def check_api_key(key: str, where: str) -> None:
+    """``ConfigError`` if ``key`` holds a control character, which no HTTP header may carry
+    (aiohttp would refuse it on every request); the message never shows the key."""
+    bad = next((i for i, c in enumerate(key) if c < " " or c == "\x7f"), None)
+    if bad is not None:
+        hint = " (a trailing newline, as from a file?)" if bad == len(key) - 1 else ""
+        raise ConfigError(f"{where} contains a control character at position {bad + 1} of "
+                          f"{len(key)}{hint}: an API key cannot be sent with it")
 
 
 def resolve_base_url(base_url: str | None) -> str:

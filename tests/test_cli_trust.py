@@ -348,6 +348,21 @@ def test_a_base_url_without_a_key_exits_2_before_any_request(
     assert mock.stats.requests == 0
 
 
+def test_a_key_ending_in_a_newline_exits_2_before_any_request(
+    tmp_path: Path, mock: ThreadedMockServer
+) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
+    for extra in ((), ("--dry-run",)):
+        proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--base-url", mock.url,
+                       *extra, COMETAPI_KEY=KEY + "\n")
+        assert proc.returncode == 2, proc.stderr
+        assert ("the API key (--api-key, $COMETAPI_KEY or config) contains a control "
+                "character at position" in proc.stderr), proc.stderr
+        assert "(a trailing newline, as from a file?)" in proc.stderr
+        assert "Traceback" not in proc.stderr and KEY not in proc.stderr
+    assert mock.stats.requests == 0
+
+
 def test_a_typo_in_the_model_name_gets_did_you_mean(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
     proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--dry-run",

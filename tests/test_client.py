@@ -346,6 +346,25 @@ def test_missing_key_is_a_clear_error() -> None:
         cometgen.AsyncClient()
 
 
+def test_a_key_with_a_control_character_is_refused_up_front(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiohttp refuses such a header on every request; a key read from a file often ends
+    # with a newline.
+    secret = "sk-secret-7f3a"
+    with pytest.raises(cometgen.ConfigError) as info:
+        cometgen.AsyncClient(api_key=secret + "\n")
+    assert str(info.value) == (
+        "api_key contains a control character at position 15 of 15 (a trailing newline, "
+        "as from a file?): an API key cannot be sent with it")
+    monkeypatch.setenv("COMETAPI_KEY", "sk-\r" + secret)
+    with pytest.raises(cometgen.ConfigError) as info:
+        cometgen.AsyncClient()
+    assert str(info.value).startswith("$COMETAPI_KEY contains a control character at "
+                                      "position 4 of 18: ")
+    assert secret not in str(info.value)
+
+
 @pytest.mark.parametrize("marker", ["", " [[mock:slow:3]]"])
 async def test_attempt_timeout_covers_the_wait_and_the_body(marker: str) -> None:
     """Timeouts.total bounds an attempt: waiting for headers, and trickling body bytes."""

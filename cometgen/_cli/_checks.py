@@ -12,7 +12,7 @@ from .._bulk._halt import CURRENT_KEY
 from .._bulk._job import check_options, spec_for
 from .._bulk._manifest import ManifestState, summarize
 from .._bulk._provenance import MOCK_ENDPOINT
-from .._config import API_KEY_ENV, Limits, Timeouts, resolve_base_url
+from .._config import API_KEY_ENV, Limits, Timeouts, check_api_key, resolve_base_url
 from .._exceptions import ConfigError, InputError
 from .._models import active_models, normalize_model
 from .._retry import RetryPolicy
@@ -38,6 +38,8 @@ def validate(settings: RunSettings) -> tuple[int, int] | None:
     if settings.base_url and not settings.api_key:
         raise ConfigError(f"--base-url {settings.base_url} needs an API key: pass --api-key or "
                           f"set {API_KEY_ENV} (without both, runs use the built-in mock)")
+    if settings.api_key:
+        check_api_key(settings.api_key, "the API key (--api-key, $COMETAPI_KEY or config)")
     if settings.concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {settings.concurrency}")
     if settings.max_cost is not None and settings.max_cost < 0:
