@@ -311,8 +311,9 @@ def test_max_cost_caps_the_folder_across_reruns(tmp_path: Path, mock: ThreadedMo
     [
         (("--image-size", "8K"), "--image-size"),
         (("--aspect-ratio", "7:3"), "--aspect-ratio"),
-        (("--concurrency", "0"), "--concurrency"),
-        (("--concurrency", "0", "--dry-run"), "--concurrency"),
+        (("--concurrency", "0"), "error: --concurrency must be >= 1, got 0"),
+        (("--concurrency", "0", "--dry-run"), "error: --concurrency must be >= 1, got 0"),
+        (("--rpm", "0"), "error: --rpm must be > 0, got 0.0"),
         (("--image-size", "8K", "--dry-run"), "--image-size"),
     ],
 )

@@ -6,7 +6,7 @@ import difflib
 import logging
 import math
 import os
-from typing import Any
+from typing import Any, Final
 
 from .._bulk._halt import CURRENT_KEY
 from .._bulk._job import check_options, spec_for
@@ -28,6 +28,11 @@ logger = logging.getLogger("cometgen")
 _FLAGS = {"aspect_ratio": "--aspect-ratio", "image_size": "--image-size"}
 
 
+#: ``Limits`` fields and the ``cometgen run`` options that set them.
+_LIMIT_FLAGS: Final = {"concurrency": "--concurrency", "rpm": "--rpm", "ipm": "--ipm",
+                       "shared": "--shared-limits", "namespace": "--limits-namespace"}
+
+
 def validate(settings: RunSettings) -> tuple[int, int] | None:
     """Check every run-wide option as a real run would use it; returns the parsed shard.
 
@@ -40,8 +45,6 @@ def validate(settings: RunSettings) -> tuple[int, int] | None:
                           f"set {API_KEY_ENV} (without both, runs use the built-in mock)")
     if settings.api_key:
         check_api_key(settings.api_key, "the API key (--api-key, $COMETAPI_KEY or config)")
-    if settings.concurrency < 1:
-        raise ConfigError(f"--concurrency must be >= 1, got {settings.concurrency}")
     if settings.max_cost is not None and settings.max_cost < 0:
         raise ConfigError(f"--max-cost must be >= 0, got {settings.max_cost}")
     if settings.grace_period < 0:
@@ -51,9 +54,15 @@ def validate(settings: RunSettings) -> tuple[int, int] | None:
     interval = settings.progress_interval
     if interval is not None and not 0 < interval < math.inf:
         raise ConfigError(f"--progress-interval must be a number of seconds > 0, got {interval}")
-    # The same constructors the run uses: their checks, their messages.
-    Limits(concurrency=settings.concurrency, rpm=settings.rpm, ipm=settings.ipm,
-           shared=settings.shared_limits, namespace=settings.limits_namespace)
+    # The same constructors the run uses: their checks, their messages (in flag names).
+    try:
+        Limits(concurrency=settings.concurrency, rpm=settings.rpm, ipm=settings.ipm,
+               shared=settings.shared_limits, namespace=settings.limits_namespace)
+    except ConfigError as exc:
+        message = str(exc).replace(" or None,", ",")  # a flag is either given or not
+        for field, flag in _LIMIT_FLAGS.items():
+            message = message.replace(f"Limits.{field} ", f"{flag} ")
+        raise ConfigError(message) from None
     RetryPolicy(max_attempts=settings.max_attempts,
                 max_ambiguous_retries=settings.retry_ambiguous)
     if settings.timeout is not None:
