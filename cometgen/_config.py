@@ -125,7 +125,7 @@ def check_api_key(key: str, where: str) -> None:
     (aiohttp would refuse it on every request); the message never shows the key."""
     bad = next((i for i, c in enumerate(key) if c < " " or c == "\x7f"), None)
     if bad is not None:
-        hint = " (a trailing newline, as from a file?)" if bad == len(key) - 1 else ""
+        hint = " (a trailing newline, as from a file?)" if key[bad:].isspace() else ""
         raise ConfigError(f"{where} contains a control character at position {bad + 1} of "
                           f"{len(key)}{hint}: an API key cannot be sent with it")
 

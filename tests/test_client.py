@@ -357,6 +357,8 @@ def test_a_key_with_a_control_character_is_refused_up_front(
     assert str(info.value) == (
         "api_key contains a control character at position 15 of 15 (a trailing newline, "
         "as from a file?): an API key cannot be sent with it")
+    with pytest.raises(cometgen.ConfigError, match=r"position 15 of 16 \(a trailing newline"):
+        cometgen.AsyncClient(api_key=secret + "\r\n")  # a file written on Windows
     monkeypatch.setenv("COMETAPI_KEY", "sk-\r" + secret)
     with pytest.raises(cometgen.ConfigError) as info:
         cometgen.AsyncClient()
