@@ -336,30 +336,24 @@ def test_dry_run_warns_about_a_model_not_in_the_table(tmp_path: Path) -> None:
     assert "did you mean" not in proc.stderr  # nothing close: a new model, not a typo
 
 
-def test_a_base_url_without_a_key_exits_2_before_any_request(
-    tmp_path: Path, mock: ThreadedMockServer
+@pytest.mark.parametrize(
+    ("key_env", "message"),
+    [
+        ({}, "--base-url {url} needs an API key: pass --api-key or set COMETAPI_KEY"),
+        ({"COMETAPI_KEY": KEY + "\n"},  # as read from a key file
+         "the API key (--api-key, $COMETAPI_KEY or config) contains a control character at "
+         f"position {len(KEY) + 1} of {len(KEY) + 1} (a trailing newline, as from a file?)"),
+    ],
+)
+def test_a_missing_or_unsendable_key_exits_2_before_any_request(
+    tmp_path: Path, mock: ThreadedMockServer, key_env: dict[str, str], message: str
 ) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
     for extra in ((), ("--dry-run",)):
         proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--base-url", mock.url,
-                       *extra)
+                       *extra, **key_env)
         assert proc.returncode == 2, proc.stderr
-        assert f"--base-url {mock.url} needs an API key: pass --api-key or set COMETAPI_KEY" \
-            in proc.stderr and "Traceback" not in proc.stderr
-    assert mock.stats.requests == 0
-
-
-def test_a_key_ending_in_a_newline_exits_2_before_any_request(
-    tmp_path: Path, mock: ThreadedMockServer
-) -> None:
-    src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p"}])
-    for extra in ((), ("--dry-run",)):
-        proc = run_cli("run", str(src), "-o", str(tmp_path / "out"), "--base-url", mock.url,
-                       *extra, COMETAPI_KEY=KEY + "\n")
-        assert proc.returncode == 2, proc.stderr
-        assert ("the API key (--api-key, $COMETAPI_KEY or config) contains a control "
-                "character at position" in proc.stderr), proc.stderr
-        assert "(a trailing newline, as from a file?)" in proc.stderr
+        assert message.format(url=mock.url) in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and KEY not in proc.stderr
     assert mock.stats.requests == 0
 
